@@ -1,0 +1,22 @@
+// What each CUDA kernel family exposes to dispatch.cu. unsupported_* returns null
+// when the family can run the call, otherwise a short reason.
+#pragma once
+#include "params.hpp"
+
+namespace flashattn::detail::cuda {
+
+const char* portable_unsupported(const ForwardParams& p, bool backward);
+void portable_forward(const ForwardParams& p);
+void portable_backward(const BackwardParams& p);
+
+const char* sm80_unsupported(const ForwardParams& p, bool backward);
+void sm80_forward(const ForwardParams& p);
+void sm80_backward(const BackwardParams& p);
+
+const char* sm90_unsupported(const ForwardParams& p, bool backward);
+void sm90_forward(const ForwardParams& p);
+
+// Compute capability (major*10 + minor) of the current device, cached per device.
+int current_device_arch();
+
+}  // namespace flashattn::detail::cuda
