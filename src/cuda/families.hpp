@@ -8,10 +8,14 @@ namespace flashattn::detail::cuda {
 const char* portable_unsupported(const ForwardParams& p, bool backward);
 void portable_forward(const ForwardParams& p);
 void portable_backward(const BackwardParams& p);
+// The backward half of portable_unsupported (owned by the backward kernel).
+const char* portable_backward_unsupported(const ForwardParams& p);
 
 const char* sm80_unsupported(const ForwardParams& p, bool backward);
 void sm80_forward(const ForwardParams& p);
 void sm80_backward(const BackwardParams& p);
+// The backward half of sm80_unsupported (owned by the backward kernel).
+const char* sm80_backward_unsupported(const ForwardParams& p);
 
 const char* sm90_unsupported(const ForwardParams& p, bool backward);
 void sm90_forward(const ForwardParams& p);
