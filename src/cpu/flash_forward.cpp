@@ -1,5 +1,229 @@
-// Placeholder until the FlashAttention-2 CPU forward lands.
+// FlashAttention-2 forward on CPU threads (Algorithm 1): for each block of query
+// rows, stream key blocks, S = Q K^T in a register-blocked SIMD GEMM, shape and
+// mask the tile, update the online softmax (running max m, normalizer l) and
+// O += P V. Never holds more than one Br x Bc score tile per thread.
+// Compiled once per SIMD target (Highway foreach_target); the best target for
+// the running CPU is picked at run time.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/flash_forward.cpp"
+#ifndef HWY_DISABLED_TARGETS
+#define HWY_DISABLED_TARGETS HWY_SSSE3  // SSE4 covers every x86-64 CPU worth tuning for
+#endif
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "backends.hpp"
+#include "cpu/flash_common.hpp"
+#include "cpu/flash_kernels-inl.hpp"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace flashattn::detail::cpu::HWY_NAMESPACE {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Per-thread tiles.
+struct ForwardWork {
+  FloatBuffer q, s, o, m, l, bias;
+};
+
+// Packed K^T and V tiles of one chunk of (batch, kv head) pairs.
+struct PackedKV {
+  std::size_t kt_block = 0, v_block = 0;  // floats per block
+  FloatBuffer kt, v;
+};
+
+void PackChunkKV(const ForwardParams& p, const PackChunk& ch, std::size_t Dp, PackedKV& kv) {
+  const std::size_t D = std::size_t(p.head_dim);
+  const std::int64_t pairs = ch.pair_end - ch.pair_begin;
+#pragma omp parallel num_threads(thread_count(p.num_threads))
+  {
+    FloatBuffer tmp(16 * D);
+#pragma omp for schedule(dynamic) collapse(2)
+    for (std::int64_t pr = 0; pr < pairs; ++pr) {
+      for (std::int64_t kb = 0; kb < (p.seqlen_k + kBlockK - 1) / kBlockK; ++kb) {
+        const std::int64_t pair = ch.pair_begin + pr;
+        const int b = int(pair / p.heads_kv), hk = int(pair % p.heads_kv);
+        const SequenceView s = sequence(p, b);
+        const std::int64_t j0 = kb * kBlockK;
+        if (j0 >= s.len_k) continue;
+        const std::int64_t cols = std::min(kBlockK, s.len_k - j0);
+        const std::int64_t blk = ch.base(pair) + kb;
+        PackTransposed(p.k, p.dtype, p.k_strides, b, s.k_row0, j0, cols, hk, D, kBlockK,
+                       kv.kt.data() + blk * kv.kt_block, tmp.data());
+        PackRows(p.v, p.dtype, p.v_strides, b, s.k_row0, j0, cols, hk, D, Dp, kBlockK,
+                 kv.v.data() + blk * kv.v_block);
+      }
+    }
+  }
+}
+
+// Shapes one score row in place: scale (or softcap), bias, ALiBi, then the mask
+// (keys outside [lo, hi) of the tile become -inf, as do padding columns).
+void ShapeRow(const ForwardParams& p, float* x, std::size_t colsP, std::int64_t cols,
+              const float* bias_row, float slope, std::int64_t alibi_d0, std::int64_t lo,
+              std::int64_t hi) {
+  if (p.softcap > 0)
+    SoftcapRow(x, colsP, p.scale, p.softcap);
+  else
+    ScaleRow(x, colsP, p.scale);
+  if (bias_row) AddRow(x, bias_row, std::size_t(cols));
+  if (p.alibi) AlibiRow(x, colsP, slope, alibi_d0);
+  hi = std::max(hi, lo);
+  for (std::int64_t c = 0; c < lo; ++c) x[c] = kNegInf;
+  for (std::int64_t c = hi; c < std::int64_t(colsP); ++c) x[c] = kNegInf;
+}
+
+void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const PackChunk& ch,
+                  const PackedKV& kv, ForwardWork& w) {
+  const std::size_t D = std::size_t(p.head_dim);
+  const std::size_t L = hn::Lanes(DF());
+  const std::size_t Dp = std::size_t(round_up(std::int64_t(D), std::int64_t(L)));
+  const SequenceView s = sequence(p, b);
+  const Mask mask = make_mask(p, s);
+  const int hk = kv_head(p, h);
+  const std::int64_t pair = std::int64_t(b) * p.heads_kv + hk;
+  const std::int64_t i0 = qb * kBlockQ, i1 = std::min(i0 + kBlockQ, s.len_q);
+  const std::size_t rows = std::size_t(i1 - i0);
+  float* q = w.q.data();
+  float* st = w.s.data();
+  float* o = w.o.data();
+  float* m = w.m.data();
+  float* l = w.l.data();
+
+  for (std::size_t r = 0; r < rows; ++r) {
+    LoadRowF32(p.q, p.dtype, operand_offset(p.q_strides, b, s.q_row0, i0 + std::int64_t(r), h), D,
+               q + r * Dp);
+    ZeroRow(q + r * Dp + D, Dp - D);
+  }
+  ZeroRow(o, rows * Dp);
+  std::fill(m, m + rows, kNegInf);
+  std::fill(l, l + rows, 0.0f);
+  const float slope = alibi_slope(p, b, h);
+
+  const KeyRange kr = visible_keys(mask, i0, i1);
+  // Key blocks are aligned to kBlockK (the packing grid); visit only those the
+  // query block can see.
+  const std::int64_t kb_first = std::max<std::int64_t>(kr.lo, 0) / kBlockK;
+  for (std::int64_t kb = kb_first; kb * kBlockK < kr.hi; ++kb) {
+    const std::int64_t j0 = kb * kBlockK, j1 = std::min(j0 + kBlockK, s.len_k);
+    if (tile_fully_masked(mask, i0, i1, j0, j1)) continue;
+    const std::int64_t cols = j1 - j0;
+    const std::size_t colsP = std::size_t(round_up(cols, std::int64_t(L)));
+    const std::int64_t blk = ch.base(pair) + kb;
+    const float* kt = kv.kt.data() + blk * kv.kt_block;
+    const float* vt = kv.v.data() + blk * kv.v_block;
+
+    Gemm(rows, colsP, D, q, std::ptrdiff_t(Dp), 1, kt, std::size_t(kBlockK), st,
+         std::size_t(kBlockK), false);
+
+    const bool full = tile_fully_visible(mask, i0, i1, j0, j1);
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::int64_t i = i0 + std::int64_t(r);
+      float* x = st + r * std::size_t(kBlockK);
+      const float* bias_row = nullptr;
+      if (p.bias) {
+        LoadRowF32(p.bias, p.bias_dtype, bias_offset(p, b, h, i, j0), std::size_t(cols), w.bias.data());
+        bias_row = w.bias.data();
+      }
+      const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
+      const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
+      ShapeRow(p, x, colsP, cols, bias_row, slope, i + mask.diag - j0, lo, hi);
+
+      const float m_new = std::max(m[r], MaxRow(x, colsP));
+      if (m_new == kNegInf) {  // nothing visible yet: this row contributes nothing
+        ZeroRow(x, colsP);
+        continue;
+      }
+      const float alpha = std::exp(m[r] - m_new);  // 0 when m was -inf
+      const float sum = ExpRow(x, colsP, m_new);
+      l[r] = l[r] * alpha + sum;
+      m[r] = m_new;
+      if (alpha != 1.0f) ScaleRow(o + r * Dp, Dp, alpha);
+    }
+    Gemm(rows, Dp, std::size_t(cols), st, kBlockK, 1, vt, Dp, o, Dp, true);
+  }
+
+  for (std::size_t r = 0; r < rows; ++r) {
+    const std::int64_t i = i0 + std::int64_t(r);
+    float* orow = o + r * Dp;
+    float lse = kNegInf;
+    if (l[r] > 0.0f) {
+      ScaleRow(orow, Dp, 1.0f / l[r]);
+      lse = m[r] + std::log(l[r]);
+    } else {
+      ZeroRow(orow, Dp);
+    }
+    p.lse[lse_offset(p, b, s.q_row0, i, h)] = lse;
+    store_row(p.out, p.dtype, operand_offset(p.out_strides, b, s.q_row0, i, h), orow,
+              std::int64_t(D));
+  }
+}
+
+struct Task {
+  int b, h;
+  std::int64_t qb, cost;
+};
+
+}  // namespace
+
+void ForwardImpl(const ForwardParams& p) {
+  const std::size_t D = std::size_t(p.head_dim);
+  const std::size_t L = hn::Lanes(DF());
+  const std::size_t Dp = std::size_t(round_up(std::int64_t(D), std::int64_t(L)));
+  PackedKV kv;
+  kv.kt_block = D * std::size_t(kBlockK);
+  kv.v_block = std::size_t(kBlockK) * Dp;
+  const std::int64_t block_bytes = std::int64_t(kv.kt_block + kv.v_block) * 4;
+  const int group = p.heads_q / p.heads_kv;
+
+  for (const PackChunk& ch : plan_chunks(p, std::max<std::int64_t>(1, kPackBudgetBytes / block_bytes))) {
+    kv.kt.resize(std::size_t(ch.blocks()) * kv.kt_block + 1);
+    kv.v.resize(std::size_t(ch.blocks()) * kv.v_block + 1);
+    PackChunkKV(p, ch, Dp, kv);
+
+    // Tasks: (b, q head, query block) of this chunk, costliest first so that
+    // dynamic scheduling ends with the cheap ones (causal blocks differ a lot).
+    std::vector<Task> tasks;
+    for (std::int64_t pair = ch.pair_begin; pair < ch.pair_end; ++pair) {
+      const int b = int(pair / p.heads_kv), hk = int(pair % p.heads_kv);
+      const SequenceView s = sequence(p, b);
+      const Mask mask = make_mask(p, s);
+      for (std::int64_t qb = 0; qb * kBlockQ < s.len_q; ++qb) {
+        const KeyRange kr = visible_keys(mask, qb * kBlockQ, std::min(s.len_q, (qb + 1) * kBlockQ));
+        for (int h = hk * group; h < (hk + 1) * group; ++h)
+          tasks.push_back({b, h, qb, std::max<std::int64_t>(kr.hi - kr.lo, 0)});
+      }
+    }
+    std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& c) { return a.cost > c.cost; });
+
+#pragma omp parallel num_threads(thread_count(p.num_threads))
+    {
+      ForwardWork w;
+      w.q.resize(std::size_t(kBlockQ) * Dp);
+      w.o.resize(std::size_t(kBlockQ) * Dp);
+      w.s.resize(std::size_t(kBlockQ * kBlockK));
+      w.m.resize(std::size_t(kBlockQ));
+      w.l.resize(std::size_t(kBlockQ));
+      w.bias.resize(std::size_t(kBlockK));
+#pragma omp for schedule(dynamic, 1)
+      for (std::size_t t = 0; t < tasks.size(); ++t)
+        ForwardBlock(p, tasks[t].b, tasks[t].h, tasks[t].qb, ch, kv, w);
+    }
+  }
+}
+
+}  // namespace flashattn::detail::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 namespace flashattn::detail::cpu {
-void flash_forward(const ForwardParams& p) { reference_forward(p); }
+HWY_EXPORT(ForwardImpl);
+void flash_forward(const ForwardParams& p) { HWY_DYNAMIC_DISPATCH(ForwardImpl)(p); }
 }  // namespace flashattn::detail::cpu
+#endif
