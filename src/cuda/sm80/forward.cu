@@ -1,6 +1,88 @@
-// Placeholder: the mma.sync forward kernel lands with issue P3.
+// The sm80 tensor-core forward: head-dim buckets, what it supports, launch.
+#include <climits>
+#include <cstdint>
+
 #include "cuda/families.hpp"
+#include "cuda/portable/launch_util.cuh"
+#include "cuda/sm80/forward_kernel.cuh"
+
 namespace flashattn::detail::cuda {
-const char* sm80_unsupported(const ForwardParams&, bool) { return "not implemented yet"; }
-void sm80_forward(const ForwardParams&) {}
+
+// Default until the backward engineer's sm80 backward defines its own (strong)
+// version in sm80/backward.cu.
+__attribute__((weak)) const char* sm80_backward_unsupported(const ForwardParams&) {
+  return "the sm80 backward kernel is not implemented yet";
+}
+
+namespace {
+
+// Supported head dims; others run padded up to the next one (zero-filled loads).
+int bucket(int head_dim) {
+  for (int d : {64, 96, 128, 192, 256})
+    if (head_dim <= d) return d;
+  return 0;
+}
+
+std::size_t smem_for(int d) {
+  switch (d) {
+    case 64: return sm80::Traits<64>::kSmemBytes;
+    case 96: return sm80::Traits<96>::kSmemBytes;
+    case 128: return sm80::Traits<128>::kSmemBytes;
+    case 192: return sm80::Traits<192>::kSmemBytes;
+    default: return sm80::Traits<256>::kSmemBytes;
+  }
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
+bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
+
+template <typename T, int kD>
+void launch(const ForwardParams& p) {
+  using Tr = sm80::Traits<kD>;
+  auto kernel = sm80::forward_kernel<T, kD>;
+  allow_dynamic_smem(kernel, Tr::kSmemBytes);
+  const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
+  const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
+  if (total == 0) return;
+  const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
+  FA_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void launch_dtype(const ForwardParams& p) {
+  switch (bucket(p.head_dim)) {
+    case 64: return launch<T, 64>(p);
+    case 96: return launch<T, 96>(p);
+    case 128: return launch<T, 128>(p);
+    case 192: return launch<T, 192>(p);
+    default: return launch<T, 256>(p);
+  }
+}
+
+}  // namespace
+
+const char* sm80_unsupported(const ForwardParams& p, bool backward) {
+  if (backward) return sm80_backward_unsupported(p);
+  if (p.dtype != DType::f16 && p.dtype != DType::bf16) return "tensor cores here take float16/bfloat16 only";
+  // cp.async moves 16-byte rows: every row must start 16-byte aligned.
+  if (p.head_dim % 8 != 0) return "head dim must be a multiple of 8 (16-byte rows)";
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out))
+    return "q, k, v and out must be 16-byte aligned";
+  if (!stride_ok(p.q_strides) || !stride_ok(p.k_strides) || !stride_ok(p.v_strides) || !stride_ok(p.out_strides))
+    return "batch/row/head strides of q, k, v and out must be multiples of 8 elements";
+  if (p.seqlen_q > INT_MAX - 256 || p.seqlen_k > INT_MAX - 256)
+    return "sequence lengths must stay below 2^31 - 256 (32-bit tile indices)";
+  if (smem_for(bucket(p.head_dim)) > current_device_info().smem_optin)
+    return "this head dim's tile needs more shared memory per block than the device offers";
+  return nullptr;
+}
+
+void sm80_forward(const ForwardParams& p) {
+  if (p.dtype == DType::f16)
+    launch_dtype<__half>(p);
+  else
+    launch_dtype<__nv_bfloat16>(p);
+}
+
 }  // namespace flashattn::detail::cuda

@@ -1,0 +1,219 @@
+// The sm80 tensor-core forward kernel (fp16/bf16): mma.sync m16n8k16 with
+// ldmatrix, K/V streamed through a 2-stage cp.async pipeline into swizzled
+// shared memory, Q kept in registers (head dim <= 128), fp32 accumulators,
+// online softmax in registers in log2 units.
+//
+// Stages of one work item (a 128-row query tile of one batch/head):
+//   prologue  Q tile and the first K/V tile in flight; Q -> registers
+//   main loop per key tile: prefetch the next K/V tile, S = Q K^T, shape/mask
+//             (only on tiles that need it), online softmax, O += P V
+//   epilogue  O / l and lse to global memory
+#pragma once
+#include <cuda_pipeline.h>
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/sm80/ptx.cuh"
+#include "cuda/sm80/softmax.cuh"
+#include "cuda/sm80/tile.cuh"
+#include "mask.hpp"
+
+namespace flashattn::detail::cuda::sm80 {
+
+template <typename T> struct Pair;
+template <> struct Pair<__half> {
+  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&v);
+  }
+};
+template <> struct Pair<__nv_bfloat16> {
+  static __device__ __forceinline__ std::uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const std::uint32_t*>(&v);
+  }
+};
+
+template <typename T, int kD>
+__global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
+    forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
+  using Tr = Traits<kD>;
+  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kRS = Tr::kRS, kThreads = Tr::kThreads;
+  constexpr int kNT = kBN / 8;   // 8-key column tiles of S
+  constexpr int kDT = kD / 8;    // 8-column tiles of O
+  constexpr int kKS = kD / 16;   // k-steps of Q K^T
+
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  T* sQ = reinterpret_cast<T*>(smem_raw);
+  T* sK = sQ + kBM * kRS;                 // [stage][kBN][kRS]
+  T* sV = sK + Tr::kStages * kBN * kRS;   // [stage][kBN][kRS]
+
+  const int tid = threadIdx.x;
+  const int warp = tid / 32, lane = tid % 32;
+  const T* qg = static_cast<const T*>(p.q);
+  const T* kg = static_cast<const T*>(p.k);
+  const T* vg = static_cast<const T*>(p.v);
+  T* og = static_cast<T*>(p.out);
+  const float scale_log2 = p.scale * kLog2e;
+  const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr;
+
+  // ldmatrix row/chunk of this lane inside an x4 load (matrix lane/8, row lane%8).
+  const int lm_mat = lane >> 3, lm_row = lane & 7;
+
+  for (std::int64_t work = blockIdx.x; work < total_work; work += gridDim.x) {
+    // Tiles of one (batch, head) are adjacent (shared K/V in L2); within a head
+    // the last query tile, the costliest under a causal mask, starts first.
+    const std::int64_t tile = num_tiles - 1 - work % num_tiles;
+    const std::int64_t bh = work / num_tiles;
+    const int h = int(bh % p.heads_q);
+    const int b = int(bh / p.heads_q);
+    const SequenceView s = sequence(p, b);
+    const std::int64_t m0 = tile * kBM;
+    if (m0 >= s.len_q) continue;  // uniform over the block
+    const int rows = s.len_q - m0 < kBM ? int(s.len_q - m0) : kBM;
+    const Mask mask = make_mask(p, s);
+    const int hk = kv_head(p, h);
+
+    // Keys any row of the tile sees ([kb, ke)), and the keys every row sees
+    // ([full_lo, full_hi)): tiles inside the latter need no masking.
+    const int kb = int(mask.key_begin(m0));
+    const int ke = int(mask.key_end(m0 + rows - 1));
+    const int full_lo = int(mask.key_begin(m0 + rows - 1));
+    const int full_hi = int(mask.key_end(m0));
+    const int n_first = kb / kBN * kBN;
+    const int diag = int(mask.diag);
+
+    RowInfo ri;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = warp * 16 + (lane >> 2) + half * 8;
+      ri.i[half] = int(m0) + r;
+      const bool ok = r < rows;
+      ri.begin[half] = ok ? int(mask.key_begin(m0 + r)) : 0;
+      ri.end[half] = ok ? int(mask.key_end(m0 + r)) : 0;
+    }
+    const float slope = alibi_slope(p, b, h);
+
+    const T* k_head = kg + operand_offset(p.k_strides, b, s.k_row0, 0, hk);
+    const T* v_head = vg + operand_offset(p.v_strides, b, s.k_row0, 0, hk);
+    auto load_kv = [&](int n0, int stage) {
+      const int valid = s.len_k - n0 < kBN ? int(s.len_k - n0) : kBN;
+      load_tile<T, kBN, kD, kThreads>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row, p.k_strides.row,
+                                      valid, p.head_dim, tid);
+      load_tile<T, kBN, kD, kThreads>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row, p.v_strides.row,
+                                      valid, p.head_dim, tid);
+    };
+
+    // ---- prologue
+    __syncthreads();  // the previous work item is done with shared memory
+    load_tile<T, kBM, kD, kThreads>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, m0, h), p.q_strides.row,
+                                    rows, p.head_dim, tid);
+    __pipeline_commit();
+    if (n_first < ke) load_kv(n_first, 0);
+    __pipeline_commit();
+
+    float O[kDT][4];
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) O[dt][e] = 0.0f;
+    SoftmaxState sm;
+
+    // A fragments of this warp's 16 Q rows: matrices (rows 0-7 | 8-15) x
+    // (k 0-7 | 8-15) in the order a0..a3 of the mma.
+    const int q_row = warp * 16 + lm_row + ((lm_mat & 1) << 3);
+    auto load_q = [&](std::uint32_t (&a)[4], int ks) {
+      ldmatrix_x4(a, smem_addr(sQ + swizzle<kRS>(q_row, ks * 2 + (lm_mat >> 1))));
+    };
+    std::uint32_t qf[Tr::kQInRegs ? kKS : 1][4];
+    __pipeline_wait_prior(1);  // Q has landed
+    __syncthreads();
+    if constexpr (Tr::kQInRegs) {
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) load_q(qf[ks], ks);
+    }
+
+    // ---- main loop over key tiles
+    int stage = 0;
+    for (int n0 = n_first; n0 < ke; n0 += kBN, stage ^= 1) {
+      if (n0 + kBN < ke) load_kv(n0 + kBN, stage ^ 1);
+      __pipeline_commit();
+      __pipeline_wait_prior(1);  // this tile's K/V have landed
+      __syncthreads();
+      const T* sKs = sK + stage * kBN * kRS;
+      const T* sVs = sV + stage * kBN * kRS;
+
+      // S = Q K^T. B fragments for key tiles 2np, 2np+1: matrices
+      // (keys 0-7 | 8-15 of the pair) x (k 0-7 | 8-15) -> b0,b1 of each.
+      float S[kNT][4];
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) S[nt][e] = 0.0f;
+#pragma unroll
+      for (int ks = 0; ks < kKS; ++ks) {
+        std::uint32_t a_tmp[4];
+        if constexpr (!Tr::kQInRegs) load_q(a_tmp, ks);
+        const std::uint32_t(&a)[4] = Tr::kQInRegs ? qf[ks % (Tr::kQInRegs ? kKS : 1)] : a_tmp;
+#pragma unroll
+        for (int np = 0; np < kNT / 2; ++np) {
+          std::uint32_t bk[4];
+          const int key = np * 16 + lm_row + ((lm_mat >> 1) << 3);
+          ldmatrix_x4(bk, smem_addr(sKs + swizzle<kRS>(key, ks * 2 + (lm_mat & 1))));
+          mma_16816<T>(S[2 * np], a, bk[0], bk[1]);
+          mma_16816<T>(S[2 * np + 1], a, bk[2], bk[3]);
+        }
+      }
+
+      const bool full = n0 >= full_lo && n0 + kBN <= full_hi;
+      if (full && !shaped)
+        scale_scores(S, scale_log2);
+      else
+        shape_scores(S, p, diag, ri, b, h, slope, n0, lane);
+      sm.update(S, O);
+
+      // O += P V. P's accumulator layout for key tiles 2kk, 2kk+1 is exactly the
+      // A fragment of a 16x16 product; V^T fragments come from ldmatrix.trans of
+      // matrices (keys 0-7 | 8-15) x (d 0-7 | 8-15 of the pair).
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; ++kk) {
+        std::uint32_t a[4];
+        a[0] = Pair<T>::pack(S[2 * kk][0], S[2 * kk][1]);
+        a[1] = Pair<T>::pack(S[2 * kk][2], S[2 * kk][3]);
+        a[2] = Pair<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]);
+        a[3] = Pair<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3]);
+        const int key = kk * 16 + lm_row + ((lm_mat & 1) << 3);
+#pragma unroll
+        for (int dp = 0; dp < kDT / 2; ++dp) {
+          std::uint32_t bv[4];
+          ldmatrix_x4_trans(bv, smem_addr(sVs + swizzle<kRS>(key, dp * 2 + (lm_mat >> 1))));
+          mma_16816<T>(O[2 * dp], a, bv[0], bv[1]);
+          mma_16816<T>(O[2 * dp + 1], a, bv[2], bv[3]);
+        }
+      }
+      __syncthreads();  // everyone is done with this stage before it is refilled
+    }
+    __pipeline_wait_prior(0);
+
+    // ---- epilogue
+    sm.finish();
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = warp * 16 + (lane >> 2) + half * 8;
+      if (r >= rows) continue;
+      const float inv = sm.inv_sum(half);
+      T* orow = og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt) {
+        const int c = dt * 8 + (lane & 3) * 2;
+        if (c < p.head_dim)
+          *reinterpret_cast<std::uint32_t*>(orow + c) =
+              Pair<T>::pack(O[dt][2 * half] * inv, O[dt][2 * half + 1] * inv);
+      }
+      if ((lane & 3) == 0) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm.lse(half);
+    }
+  }
+}
+
+}  // namespace flashattn::detail::cuda::sm80
