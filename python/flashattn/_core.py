@@ -146,6 +146,7 @@ def forward(
     max lengths. lse is float32 (batch, heads, seqlen_q) or (heads, total_q).
     out/lse may be given to be filled in place.
     """
+    _native(q)  # a clear TypeError for non-arrays before anything is allocated
     varlen = cu_seqlens_q is not None or cu_seqlens_k is not None
     if out is None:
         out = _empty_like(q)
@@ -174,6 +175,7 @@ def backward(
     """Attention backward without autograd: gradients of q, k, v (and of the bias
     when bias_grad or dbias is given, shaped like the bias) from the forward's
     out and lse. The options must be the forward's. Returns (dq, dk, dv, dbias, backend)."""
+    _native(q)
     if dq is None:
         dq = _empty_like(q)
     if dk is None:
