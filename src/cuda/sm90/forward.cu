@@ -1,6 +1,137 @@
-// Placeholder: the Hopper wgmma/TMA forward kernel lands with issue P5.
+// Hopper forward kernel (sm_90a): TMA loads into an mbarrier ring, wgmma for both
+// GEMMs, a producer warpgroup and two consumer warpgroups with setmaxnreg, and a
+// persistent grid. This file holds the kernel entry, the host launch and the list
+// of calls the kernel refuses (which dispatch then sends to the sm80 kernel).
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "cuda/common.cuh"
 #include "cuda/families.hpp"
+#include "cuda/sm90/mainloop.cuh"
+
 namespace flashattn::detail::cuda {
-const char* sm90_unsupported(const ForwardParams&, bool) { return "not implemented yet"; }
-void sm90_forward(const ForwardParams&) {}
+namespace sm90 {
+namespace {
+
+template <int D, typename T>
+__global__ void __launch_bounds__(TileConfig<D>::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
+  using Cfg = TileConfig<D>;
+  extern __shared__ unsigned char smem_raw[];
+  SmemLayout<Cfg> sm(smem_raw);
+  const int wg = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    ::cuda::ptx::mbarrier_init(sm.q_full, 1);
+    ::cuda::ptx::mbarrier_init(sm.q_empty, 128 * Cfg::kConsumerWarpgroups);
+    for (int s = 0; s < Cfg::kStages; ++s) {
+      ::cuda::ptx::mbarrier_init(&sm.k_full[s], 1);
+      ::cuda::ptx::mbarrier_init(&sm.v_full[s], 1);
+      ::cuda::ptx::mbarrier_init(&sm.kv_empty[s], 128 * Cfg::kConsumerWarpgroups);
+    }
+    // Make the initialized barriers visible to the copy engine (async proxy).
+    ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
+  }
+  __syncthreads();
+  if (wg == 0) {
+    setmaxnreg_dec<Cfg::kProducerRegs>();
+    if (threadIdx.x == 0) producer_loop<Cfg>(a, sm);
+  } else {
+    setmaxnreg_inc<Cfg::kConsumerRegs>();
+    consumer_loop<Cfg, T>(a, sm, wg - 1);
+  }
+}
+
+int sm_count() {
+  int dev = 0, n = 0;
+  FA_CUDA_CHECK(cudaGetDevice(&dev));
+  FA_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  return n;
+}
+
+template <int D, typename T>
+void launch(const ForwardParams& p) {
+  using Cfg = TileConfig<D>;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  KernelArgs a{};
+  a.p = p;
+  const std::uint64_t nb = varlen ? 1 : std::uint64_t(p.batch);
+  a.tq = make_tensor_map(p.dtype, {p.q, D, std::uint64_t(varlen ? p.total_q : p.seqlen_q), std::uint64_t(p.heads_q),
+                                   nb, std::uint64_t(p.q_strides.row), std::uint64_t(p.q_strides.head),
+                                   std::uint64_t(p.q_strides.batch), Cfg::kBlockM});
+  const std::uint64_t krows = std::uint64_t(varlen ? p.total_k : p.seqlen_k);
+  a.tk = make_tensor_map(p.dtype, {p.k, D, krows, std::uint64_t(p.heads_kv), nb, std::uint64_t(p.k_strides.row),
+                                   std::uint64_t(p.k_strides.head), std::uint64_t(p.k_strides.batch), Cfg::kBlockN});
+  a.tv = make_tensor_map(p.dtype, {p.v, D, krows, std::uint64_t(p.heads_kv), nb, std::uint64_t(p.v_strides.row),
+                                   std::uint64_t(p.v_strides.head), std::uint64_t(p.v_strides.batch), Cfg::kBlockN});
+  a.sched = {int((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM), p.batch, p.heads_q};
+  constexpr float kLog2e = 1.4426950408889634f;
+  a.sm.softcap = p.softcap;
+  a.sm.cap_pre = p.softcap > 0.0f ? p.scale / p.softcap : 1.0f;
+  a.sm.exp2_scale = p.softcap > 0.0f ? kLog2e : p.scale * kLog2e;
+  const int tiles = a.sched.num_tiles();
+  if (tiles == 0) return;
+  static const int sms = sm_count();
+  const int grid = tiles < sms ? tiles : sms;
+  auto kernel = forward_kernel<D, T>;
+  FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
+  FA_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+void launch_dtype(const ForwardParams& p) {
+  switch (p.head_dim) {
+    case 64: launch<64, T>(p); break;
+    case 128: launch<128, T>(p); break;
+    default: launch<256, T>(p); break;
+  }
+}
+
+// TMA describes a global tensor by a 16-byte aligned base and strides that are
+// multiples of 16 bytes (8 elements), below 2^40 bytes.
+bool tma_ok(const void* ptr, const OperandStrides& st, bool varlen, int batch, int heads, std::int64_t rows) {
+  auto good = [](std::int64_t stride_el, std::int64_t extent) {
+    return extent <= 1 || (stride_el > 0 && stride_el % 8 == 0 && stride_el * 2 < (std::int64_t(1) << 40));
+  };
+  return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && good(st.row, rows) && good(st.head, heads) &&
+         (varlen || good(st.batch, batch));
+}
+
+}  // namespace
+}  // namespace sm90
+
+const char* sm90_unsupported(const ForwardParams& p, bool backward) {
+  if (backward) return "no Hopper backward kernel";
+  // Until the kernel has passed its device tests, dispatch only takes it on request.
+  if (std::getenv("FLASHATTN_SM90_EXPERIMENTAL") == nullptr) return "not yet verified on a device";
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "the wgmma kernel takes bf16 and fp16 only";
+  if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return "head dim is not 64, 128 or 256";
+  if (p.bias != nullptr) return "no attention bias in the wgmma kernel";
+  if (p.alibi != nullptr) return "no ALiBi in the wgmma kernel";
+  if (p.softcap == 0.0f && !(p.scale > 0.0f)) return "softmax scale must be positive";
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const std::int64_t qrows = varlen ? p.total_q : p.seqlen_q, krows = varlen ? p.total_k : p.seqlen_k;
+  if (qrows <= 0 || krows <= 0) return "empty q or k";
+  if (qrows >= (std::int64_t(1) << 31) || krows >= (std::int64_t(1) << 31)) return "more rows than TMA coordinates hold";
+  const std::int64_t m_blocks = (p.seqlen_q + 127) / 128;
+  if (m_blocks * p.batch * std::int64_t(p.heads_q) >= (std::int64_t(1) << 31)) return "too many tiles";
+  if (!sm90::tma_ok(p.q, p.q_strides, varlen, p.batch, p.heads_q, qrows) ||
+      !sm90::tma_ok(p.k, p.k_strides, varlen, p.batch, p.heads_kv, krows) ||
+      !sm90::tma_ok(p.v, p.v_strides, varlen, p.batch, p.heads_kv, krows))
+    return "q/k/v need a 16-byte aligned base and strides that are multiples of 8 elements (TMA)";
+  if (reinterpret_cast<std::uintptr_t>(p.out) % 16 != 0 || p.out_strides.row % 8 != 0 ||
+      p.out_strides.head % 8 != 0 || p.out_strides.batch % 8 != 0)
+    return "out needs a 16-byte aligned base and strides that are multiples of 8 elements";
+  return nullptr;
+}
+
+void sm90_forward(const ForwardParams& p) {
+  if (p.dtype == DType::bf16)
+    sm90::launch_dtype<__nv_bfloat16>(p);
+  else
+    sm90::launch_dtype<__half>(p);
+}
+
 }  // namespace flashattn::detail::cuda

@@ -1,0 +1,36 @@
+// Writes a consumer warpgroup's 64 rows of O (normalized, in the output dtype) and
+// their logsumexp. Rows past the end of the sequence are dropped (their Q rows were
+// padding or another sequence's tokens).
+#pragma once
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "params.hpp"
+#include "softmax.cuh"
+
+namespace flashattn::detail::cuda::sm90 {
+
+// o: the wgmma accumulator layout of a 64 x D tile; row0: first row of this
+// warpgroup within the sequence.
+template <typename T, int D>
+__device__ __forceinline__ void store_output(const ForwardParams& p, int b, int h, const SequenceView& seq,
+                                             std::int64_t row0, const float (&o)[D / 2], const float (&inv)[2],
+                                             const float (&lse)[2]) {
+  const int t = threadIdx.x % 128;
+  const int lane = t % 32;
+  T* out = static_cast<T*>(p.out);
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    const std::int64_t row = row0 + 16 * (t / 32) + lane / 4 + 8 * hh;
+    if (row >= seq.len_q) continue;
+    T* dst = out + operand_offset(p.out_strides, b, seq.q_row0, row, h) + 2 * (lane % 4);
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const std::uint32_t v = pack2<T>(o[4 * j + 2 * hh] * inv[hh], o[4 * j + 2 * hh + 1] * inv[hh]);
+      *reinterpret_cast<std::uint32_t*>(dst + 8 * j) = v;
+    }
+    if (lane % 4 == 0) p.lse[lse_offset(p, b, seq.q_row0, row, h)] = lse[hh];
+  }
+}
+
+}  // namespace flashattn::detail::cuda::sm90

@@ -1,0 +1,181 @@
+// The producer/consumer pipeline. One thread of the producer warpgroup streams Q
+// (once per tile) and K, V (one stage per key block) into a ring of shared-memory
+// stages with TMA; each stage has a "full" mbarrier per operand (completed by the
+// copy engine's byte count) and one "empty" mbarrier (completed when every consumer
+// thread has finished reading it). Consumer warpgroups run S = Q.K^T and O += P.V
+// on wgmma, the online softmax in between.
+#pragma once
+#include <cuda.h>
+
+#include <cstdint>
+
+#include "cuda/sm90/epilogue.cuh"
+#include "cuda/sm90/heuristics.hpp"
+#include "cuda/sm90/ptx.cuh"
+#include "cuda/sm90/scheduler.cuh"
+#include "cuda/sm90/softmax.cuh"
+#include "cuda/sm90/tma.cuh"
+
+namespace flashattn::detail::cuda::sm90 {
+
+struct KernelArgs {
+  CUtensorMap tq, tk, tv;  // 64-byte aligned; read by the copy engine from param space
+  ForwardParams p;
+  Scheduler sched;
+  SoftmaxParams sm;
+};
+
+// Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
+// then the barriers. Stage addresses are computed, not stored in an array, so a
+// run-time stage index never sends the table to local memory.
+template <class Cfg>
+struct SmemLayout {
+  unsigned char* q;
+  std::uint64_t* q_full;
+  std::uint64_t* q_empty;
+  std::uint64_t* k_full;    // [kStages]
+  std::uint64_t* v_full;    // [kStages]
+  std::uint64_t* kv_empty;  // [kStages]
+
+  __device__ __forceinline__ explicit SmemLayout(unsigned char* raw) {
+    const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(raw) + 1023) & ~std::uintptr_t(1023);
+    q = reinterpret_cast<unsigned char*>(base);
+    auto* bars = reinterpret_cast<std::uint64_t*>(q + Cfg::kQBytes + 2 * Cfg::kStages * Cfg::kKVBytes);
+    q_full = bars;
+    q_empty = bars + 1;
+    k_full = bars + 2;
+    v_full = k_full + Cfg::kStages;
+    kv_empty = v_full + Cfg::kStages;
+  }
+  __device__ __forceinline__ unsigned char* k(int s) const { return q + Cfg::kQBytes + s * Cfg::kKVBytes; }
+  __device__ __forceinline__ unsigned char* v(int s) const {
+    return q + Cfg::kQBytes + (Cfg::kStages + s) * Cfg::kKVBytes;
+  }
+};
+
+template <class Cfg>
+__device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
+  const ForwardParams& p = a.p;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  int tile_iter = 0, kv_iter = 0;
+  for (int t = blockIdx.x; t < a.sched.num_tiles(); t += gridDim.x) {
+    const TileCoord c = a.sched.tile(t);
+    const BlockInfo<BM, BN> info(p, c);
+    if (!info.valid) continue;
+    const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
+    if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
+    mbar_expect_tx(sm.q_full, Cfg::kQBytes);
+    const int q_row = int(info.seq.q_row0 + info.m0);
+#pragma unroll
+    for (int ch = 0; ch < Cfg::kChunks; ++ch)
+      tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
+    const int hk = kv_head(p, c.head);
+    for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
+      const int s = kv_iter % Cfg::kStages;
+      const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
+      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.kv_empty[s], phase ^ 1);
+      const int k_row = int(info.seq.k_row0 + std::int64_t(n) * BN);
+      mbar_expect_tx(&sm.k_full[s], Cfg::kKVBytes);
+#pragma unroll
+      for (int ch = 0; ch < Cfg::kChunks; ++ch)
+        tma_load(sm.k(s) + ch * Cfg::kKVChunkBytes, &a.tk, ch * 64, k_row, hk, tb, &sm.k_full[s]);
+      mbar_expect_tx(&sm.v_full[s], Cfg::kKVBytes);
+#pragma unroll
+      for (int ch = 0; ch < Cfg::kChunks; ++ch)
+        tma_load(sm.v(s) + ch * Cfg::kKVChunkBytes, &a.tv, ch * 64, k_row, hk, tb, &sm.v_full[s]);
+    }
+    ++tile_iter;
+  }
+}
+
+template <class Cfg, typename T>
+__device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, D = Cfg::kHeadDim;
+  using GemmS = Wgmma<BN, T>;
+  using GemmO = Wgmma<D, T>;
+  const ForwardParams& p = a.p;
+  const int t = threadIdx.x % 128;
+  const int lane = t % 32;
+  float o[D / 2];
+  float s[BN / 2];
+  OnlineSoftmax<BN> softmax;
+  int tile_iter = 0, kv_iter = 0;
+  for (int tile = blockIdx.x; tile < a.sched.num_tiles(); tile += gridDim.x) {
+    const TileCoord c = a.sched.tile(tile);
+    const BlockInfo<BM, BN> info(p, c);
+    if (!info.valid) continue;
+    // This thread's two rows (within the sequence) and their visible key ranges.
+    const std::int64_t row0 = info.m0 + 64 * wg;
+    std::int64_t kb[2], ke[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const std::int64_t r = row0 + 16 * (t / 32) + lane / 4 + 8 * h;
+      kb[h] = info.mask.key_begin(r);
+      ke[h] = info.mask.key_end(r);
+    }
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    softmax.reset();
+    mbar_wait(sm.q_full, tile_iter & 1);
+    // Q of this warpgroup: rows 64*wg.. of each 64-column chunk.
+    const unsigned char* q_wg = sm.q + wg * 64 * 128;
+    for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
+      const int st = kv_iter % Cfg::kStages;
+      const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
+      mbar_wait(&sm.k_full[st], phase);
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        const int off = (ks % 4) * 32;  // 16 elements = 32 bytes inside the 128-byte row
+        const std::uint64_t da = smem_desc(q_wg + (ks / 4) * Cfg::kQChunkBytes + off, 16, 1024);
+        const std::uint64_t db = smem_desc(sm.k(st) + (ks / 4) * Cfg::kKVChunkBytes + off, 16, 1024);
+        GemmS::ss(s, da, db, ks > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+
+      float corr[2];
+      softmax.step(s, a.sm, info.needs_mask(n), std::int64_t(n) * BN, kb, ke, corr);
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+
+      // P as wgmma A fragments, converted before the GEMM so that no register the
+      // wgmma chain reads is written between its instructions.
+      std::uint32_t pa[BN / 16][4];
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks) p_fragment<T>(s, ks, pa[ks]);
+      mbar_wait(&sm.v_full[st], phase);
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) fence_operand(o[i]);
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) fence_operand(pa[ks][r]);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < BN / 16; ++ks) {
+        // V stage: K (keys) along rows, 16 keys = 2048 bytes per k-step; the 64-wide
+        // column chunks sit kKVChunkBytes apart (LBO).
+        const std::uint64_t db = smem_desc(sm.v(st) + ks * 2048, Cfg::kKVChunkBytes, 1024);
+        GemmO::rs(o, pa[ks], db);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < D / 2; ++i) fence_operand(o[i]);
+      mbar_arrive(&sm.kv_empty[st]);
+    }
+    mbar_arrive(sm.q_empty);
+    float inv[2], lse[2];
+    softmax.finish(a.sm, inv, lse);
+    store_output<T, D>(p, c.batch, c.head, info.seq, row0, o, inv, lse);
+    ++tile_iter;
+  }
+}
+
+}  // namespace flashattn::detail::cuda::sm90
