@@ -67,7 +67,7 @@ void fill(Buf& b, float scale = 1.0f) {
   for (std::int64_t i = 0; i < b.n(); ++i) b.set(i, nd(rng));
 }
 
-// Max |a - ref| / max(|ref|, tiny), NaN-aware (NaN anywhere reports inf).
+// Max |a - ref| / max(max |ref|, 1): inputs are N(0,1), so terms are O(1), NaN-aware (NaN anywhere reports inf).
 double rel_err(const Buf& a, const Buf& ref) {
   double mx = 0, err = 0;
   for (std::int64_t i = 0; i < ref.n(); ++i) {
@@ -80,7 +80,7 @@ double rel_err(const Buf& a, const Buf& ref) {
     mx = std::max(mx, std::fabs(r));
     err = std::max(err, std::fabs(x - r));
   }
-  return err / std::max(mx, 1e-20);
+  return err / std::max(mx, 1.0);  // floor: gradients that are 0 in exact arithmetic (one visible key)
 }
 
 // Operand view: fixed (B, S, H, D) stored as BSHD or BHSD; varlen (T, H, D).

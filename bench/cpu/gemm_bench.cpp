@@ -1,0 +1,118 @@
+// Measures, on one core: (1) the fp32 FMA peak (independent FMA chains in
+// registers), (2) the flash backend's tile GEMM on the real tile shapes, and
+// (3) OpenBLAS's cblas_sgemm on the same shapes (docs/perf/cpu.md).
+//   flashattn_cpu_gemm_bench [D]      (default D = 128)
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "gemm_bench.cpp"
+#define HWY_DISABLED_TARGETS HWY_SSSE3
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+
+#include <cblas.h>
+
+#include <time.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "cpu/flash_common.hpp"
+#include "cpu/flash_kernels-inl.hpp"
+#include "hwy/highway.h"
+
+#ifndef FLASHATTN_GEMM_BENCH_ONCE
+#define FLASHATTN_GEMM_BENCH_ONCE
+// CPU time of this thread: the machine this was tuned on is shared, and wall
+// time there measures the neighbours as much as the kernel.
+inline double ThreadSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace flashattn::detail::cpu::HWY_NAMESPACE {
+
+const char* Target() { return hwy::TargetName(HWY_TARGET); }
+
+// GFLOP/s of 24 independent FMA chains (enough to cover latency x ports).
+double FmaPeak() {
+  const DF df;
+  VF a[24];
+  for (int i = 0; i < 24; ++i) a[i] = hn::Set(df, 1.0f + 1e-7f * float(i));
+  const VF m = hn::Set(df, 0.9999999f), c = hn::Set(df, 1e-7f);
+  const long iters = 20'000'000;
+  const double t0 = ThreadSeconds();
+  for (long it = 0; it < iters; ++it) {
+#pragma GCC unroll 24
+    for (int i = 0; i < 24; ++i) a[i] = hn::MulAdd(a[i], m, c);
+  }
+  const double s = ThreadSeconds() - t0;
+  float sink = 0;
+  for (int i = 0; i < 24; ++i) sink += hn::GetLane(a[i]);
+  if (sink == 12345.f) std::printf("!");
+  return 2.0 * double(hn::Lanes(df)) * 24.0 * double(iters) / s / 1e9;
+}
+
+// GFLOP/s of Gemm(M, N, K) with A (M x K) and B (K x N) resident in cache.
+double OwnGemm(std::size_t M, std::size_t N, std::size_t K, bool with_transpose) {
+  std::vector<float> A(M * K), B(K * N), Bt(N * K), C(M * N);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& x : A) x = nd(rng);
+  for (auto& x : Bt) x = nd(rng);
+  const int reps = 2000;
+  const double t0 = ThreadSeconds();
+  for (int r = 0; r < reps; ++r) {
+    if (with_transpose || r == 0)  // B given as N x K (like K rows): transpose it first
+      for (std::size_t n = 0; n < N; ++n)
+        for (std::size_t k = 0; k < K; ++k) B[k * N + n] = Bt[n * K + k];
+    Gemm(M, N, K, A.data(), std::ptrdiff_t(K), 1, B.data(), N, C.data(), N, r > 0);
+  }
+  const double s = ThreadSeconds() - t0;
+  return 2.0 * double(M * N * K) * reps / s / 1e9;
+}
+
+}  // namespace flashattn::detail::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace flashattn::detail::cpu {
+HWY_EXPORT(Target);
+HWY_EXPORT(FmaPeak);
+HWY_EXPORT(OwnGemm);
+}  // namespace flashattn::detail::cpu
+
+double BlasGemm(int M, int N, int K, bool b_trans) {
+  std::vector<float> A(std::size_t(M * K)), B(std::size_t(K * N)), C(std::size_t(M * N));
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (auto& x : A) x = nd(rng);
+  for (auto& x : B) x = nd(rng);
+  const int reps = 2000;
+  const double t0 = ThreadSeconds();
+  for (int r = 0; r < reps; ++r)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A.data(), K,
+                B.data(), b_trans ? K : N, r > 0 ? 1.0f : 0.0f, C.data(), N);
+  const double s = ThreadSeconds() - t0;
+  return 2.0 * double(M) * N * K * reps / s / 1e9;
+}
+
+int main(int argc, char** argv) {
+  using namespace flashattn::detail::cpu;
+  const int D = argc > 1 ? std::atoi(argv[1]) : 128;
+  openblas_set_num_threads(1);
+  const int M = int(kBlockQ), N = int(kBlockK);
+  std::printf("target: %s\n", HWY_DYNAMIC_DISPATCH(Target)());
+  std::printf("fp32 FMA peak, one core: %.1f GFLOP/s\n", HWY_DYNAMIC_DISPATCH(FmaPeak)());
+  std::printf("shape (M x N x K)            own      own+transpose   OpenBLAS\n");
+  std::printf("S = Q K^T  %3d x %3d x %3d  %6.1f   %6.1f          %6.1f  GFLOP/s\n", M, N, D,
+              HWY_DYNAMIC_DISPATCH(OwnGemm)(M, N, D, false), HWY_DYNAMIC_DISPATCH(OwnGemm)(M, N, D, true),
+              BlasGemm(M, N, D, true));
+  std::printf("O += P V   %3d x %3d x %3d  %6.1f   %6s          %6.1f  GFLOP/s\n", M, D, N,
+              HWY_DYNAMIC_DISPATCH(OwnGemm)(M, D, N, false), "-", BlasGemm(M, D, N, false));
+  return 0;
+}
+#endif
