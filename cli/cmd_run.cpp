@@ -149,8 +149,8 @@ int run(const RunArgs& a) {
   bool pass = true;
   const auto rows = sample_rows(s, a.samples, rng);
   std::cout << "  check     vs cpu_reference (fp64); tolerance: "
-            << (s.dtype == DType::f32 ? "max abs err <= 1e-4 * max|ref|"
-                                      : "max abs err <= 2x naive same-precision error + 1 rounding unit")
+            << (s.dtype == DType::f32 ? "max abs err <= 1e-4 * max|ref| + 1e-6"
+                                      : "max abs err <= 2x naive same-precision error + 2 ulps")
             << "\n";
   if (!rows.empty()) {
     const CheckResult rc = check_rows(in, got, rows, a.backward);

@@ -1,10 +1,11 @@
 // Checking results against the fp64 reference (Backend::cpu_reference), with
 // the tolerance rule of the project:
-//   fp32:      max |got - ref| <= kFp32RelTol * max |ref|
-//   fp16/bf16: max |got - ref| <= 2 * max |naive - ref| + (one rounding unit of the
-//              dtype at max |ref|), where `naive` is attention computed the plain way
-//              (scores, softmax, products) rounded to that dtype after every step,
-//              as a framework's math path does.
+//   fp32:      max |got - ref| <= 1e-4 * max |ref| + 1e-6
+//   fp16/bf16: max |got - ref| <= 2 * max |naive - ref| + 2 ulps of the dtype at
+//              max |ref|, where `naive` is attention computed the plain way (scores,
+//              softmax, products) rounded to that dtype after every step, as a
+//              framework's math path does (flash_attn's rule). The same rule as the
+//              test suite (tests/support/check.cpp).
 #pragma once
 #include <string>
 #include <vector>
@@ -14,6 +15,9 @@
 namespace cli {
 
 inline constexpr double kFp32RelTol = 1e-4;
+inline constexpr double kFp32AbsTol = 1e-6;
+// Units in the last place of dtype at magnitude x.
+double ulp(DType dtype, double x);
 
 // The reference outputs of a problem (fp32 holders of fp64 results).
 Outputs reference(const Inputs& in, bool backward, bool dbias);
