@@ -225,6 +225,13 @@ int main(int argc, char** argv) {
     c.varlen = true, c.causal = true, c.bias = 4, c.dbias = true, c.lens_q = {50, 0, 130}, c.lens_k = {70, 0, 100};
   });
   add([](Case& c) { c.Sq = 1000, c.Sk = 1000, c.D = 128, c.causal = true, c.B = 1, c.Hq = 2, c.Hkv = 2; });
+  add([](Case& c) { c.Sk = 0; });
+  add([](Case& c) { c.Sq = 0; });
+  add([](Case& c) { c.D = 256, c.softcap = 5.0f, c.bias = 1, c.dbias = true, c.wl = 30, c.wr = 60, c.alibi = true; });
+  add([](Case& c) {
+    c.varlen = true, c.softcap = 1.5f, c.causal = true, c.top_left = true, c.alibi = true, c.D = 7;
+    c.lens_q = {300, 2, 0, 41}, c.lens_k = {129, 0, 5, 300};
+  });
   int fails = 0;
   for (const Case& c : cases) fails += !run(c, repeat);
   std::printf("%d of %zu failed\n", fails, cases.size());
