@@ -1,17 +1,21 @@
 // The tolerance rule, in one place.
 //
-// fp32: max|ours - ref| <= rtol * max|ref| + atol, rtol = 1e-4, atol = 1e-6.
+// fp32: max|ours - ref| <= rtol * max|ref| + atol, rtol = 1e-4, atol = 3e-5.
 //   Every backend accumulates in fp32 (eps = 2^-23 ~ 1.2e-7). The longest sums in
 //   the suite have ~1e3 terms (seqlen 1000, or dK/dV over a GQA group), whose
 //   worst-case rounding error grows like n*eps ~ 1.2e-4 of the summed magnitudes;
 //   typical growth is sqrt(n)*eps ~ 4e-6. 1e-4 of the largest |ref| sits between
 //   the two, far below any real bug (a wrong mask or scale moves results by O(1)).
-//   atol covers outputs whose reference is (near) zero everywhere.
+// The absolute floor (kFloor = 3e-5, for every dtype) covers outputs whose exact
+//   value is 0: when a row sees a single key, dS = P (dP - D) cancels exactly in
+//   exact arithmetic, but FlashAttention-2 computes D = rowsum(dO * O) from the
+//   stored O, so dQ/dK come out at eps_fp32 * sum|dO * O| * sqrt(rows) ~ 1e-6..1e-5
+//   for the suite's unit-variance inputs, while the reference gives exact zeros.
 // fp16/bf16 (flash_attn's rule): max|ours - ref| <= 2 * max|naive - ref| + atol,
 //   naive = the same attention computed in the same precision the way a
 //   framework's math path does (naive.cpp), ref = fp64 math on the same rounded
-//   inputs. atol = 2 ulps of the dtype at max|ref|: both sides round their final
-//   result to the dtype, which alone costs up to half an ulp each.
+//   inputs. atol = 2 ulps of the dtype at max|ref| (both sides round their final
+//   result to the dtype, which alone costs up to half an ulp each) + kFloor.
 #include <cmath>
 #include <iomanip>
 #include <limits>
@@ -21,7 +25,9 @@
 
 namespace fa_test {
 
-Fp32Tolerance fp32_tolerance(const char* /*what*/) { return {1e-4, 1e-6}; }
+constexpr double kFloor = 3e-5;
+
+Fp32Tolerance fp32_tolerance(const char* /*what*/) { return {1e-4, kFloor}; }
 
 double ulp(DType dtype, double x) {
   int mant = 23, min_exp = -126;
@@ -104,7 +110,7 @@ Verdict check(const char* what, const HostTensor& ours, const HostTensor& ref,
     }
   }
   if (low) {
-    v.bound = 2.0 * v.naive_err + 2.0 * ulp(dtype, v.max_ref);
+    v.bound = 2.0 * v.naive_err + 2.0 * ulp(dtype, v.max_ref) + kFloor;
   } else {
     const Fp32Tolerance t = fp32_tolerance(what);
     v.bound = t.rtol * v.max_ref + t.atol;
@@ -123,7 +129,7 @@ std::string Verdict::message() const {
   std::ostringstream s;
   s << std::setprecision(4) << what << (ok ? ": ok" : ": FAIL") << " max|err|=" << max_err
     << " bound=" << bound;
-  if (naive_err >= 0) s << " (2*naive " << naive_err << " + 2ulp)";
+  if (naive_err >= 0) s << " (2*naive " << naive_err << " + 2ulp + floor)";
   s << " max|ref|=" << max_ref << " compared=" << compared;
   if (bad_nan) s << " non-finite=" << bad_nan;
   if (!detail.empty()) s << " | " << detail;

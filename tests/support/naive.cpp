@@ -76,7 +76,17 @@ Outputs run_naive_low_precision(const Problem& p, bool backward) {
       const std::int64_t nq = s.len_q, nk = s.len_k;
       std::vector<float> dk_acc(std::size_t(nk * d), 0.0f), dv_acc(std::size_t(nk * d), 0.0f);
       std::vector<float> S(std::size_t(nq * nk)), P(S.size()), capped(S.size());
+      // Rows of this sequence gathered into dense fp32 arrays (exact: values are in dt).
+      auto gather = [&](const HostTensor& t, std::int64_t row0, std::int64_t n, int h) {
+        std::vector<float> r(std::size_t(n * d));
+        for (std::int64_t i = 0; i < n; ++i)
+          for (int e = 0; e < d; ++e) r[std::size_t(i * d + e)] = load(t, ix.off(t, b, row0, i, h, e));
+        return r;
+      };
+      const std::vector<float> kf = gather(p.k, s.k_row0, nk, hk), vf = gather(p.v, s.k_row0, nk, hk);
       for (int h = hk * group; h < (hk + 1) * group; ++h) {
+        const std::vector<float> qf = gather(p.q, s.q_row0, nq, h);
+        const std::vector<float> dof = backward ? gather(p.dout, s.q_row0, nq, h) : std::vector<float>();
         const float slope = p.alibi.defined()
                                 ? (p.alibi.rank() == 2 ? p.alibi.at({b, h}) : p.alibi.at({h}))
                                 : 0.0f;
@@ -90,7 +100,7 @@ Outputs run_naive_low_precision(const Problem& p, bool backward) {
             }
             float acc = 0;
             for (int e = 0; e < d; ++e)
-              acc += load(p.q, ix.off(p.q, b, s.q_row0, i, h, e)) * load(p.k, ix.off(p.k, b, s.k_row0, j, hk, e));
+              acc += qf[std::size_t(i * d + e)] * kf[std::size_t(j * d + e)];
             x = round_to(dt, scale * acc);
             if (c.softcap > 0) x = round_to(dt, fd::apply_softcap<float>(x, c.softcap));
             capped[std::size_t(i * nk + j)] = x;
@@ -120,7 +130,7 @@ Outputs run_naive_low_precision(const Problem& p, bool backward) {
           for (int e = 0; e < d; ++e) {
             float acc = 0;
             for (std::int64_t j = 0; j < nk; ++j)
-              acc += P[std::size_t(i * nk + j)] * load(p.v, ix.off(p.v, b, s.k_row0, j, hk, e));
+              acc += P[std::size_t(i * nk + j)] * vf[std::size_t(j * d + e)];
             store(o.out, ix.off(o.out, b, s.q_row0, i, h, e), round_to(dt, acc));
           }
         }
@@ -134,7 +144,7 @@ Outputs run_naive_low_precision(const Problem& p, bool backward) {
             const float pij = P[std::size_t(i * nk + j)];
             float acc = 0;
             for (int e = 0; e < d; ++e)
-              acc += load(p.dout, ix.off(p.dout, b, s.q_row0, i, h, e)) * load(p.v, ix.off(p.v, b, s.k_row0, j, hk, e));
+              acc += dof[std::size_t(i * d + e)] * vf[std::size_t(j * d + e)];
             dP[std::size_t(j)] = round_to(dt, acc);
             D += pij * dP[std::size_t(j)];
           }
@@ -155,15 +165,15 @@ Outputs run_naive_low_precision(const Problem& p, bool backward) {
           for (int e = 0; e < d; ++e) {
             float acc = 0;
             for (std::int64_t j = 0; j < nk; ++j)
-              acc += dX[std::size_t(i * nk + j)] * load(p.k, ix.off(p.k, b, s.k_row0, j, hk, e));
+              acc += dX[std::size_t(i * nk + j)] * kf[std::size_t(j * d + e)];
             store(o.dq, ix.off(o.dq, b, s.q_row0, i, h, e), round_to(dt, acc * scale));
           }
         for (std::int64_t j = 0; j < nk; ++j)
           for (int e = 0; e < d; ++e) {
             float ak = 0, av = 0;
             for (std::int64_t i = 0; i < nq; ++i) {
-              ak += dX[std::size_t(i * nk + j)] * load(p.q, ix.off(p.q, b, s.q_row0, i, h, e));
-              av += P[std::size_t(i * nk + j)] * load(p.dout, ix.off(p.dout, b, s.q_row0, i, h, e));
+              ak += dX[std::size_t(i * nk + j)] * qf[std::size_t(i * d + e)];
+              av += P[std::size_t(i * nk + j)] * dof[std::size_t(i * d + e)];
             }
             // Per-head products rounded, then summed over the GQA group in fp32.
             dk_acc[std::size_t(j * d + e)] += round_to(dt, ak * scale);
