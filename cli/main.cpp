@@ -15,6 +15,15 @@ int main(int argc, char** argv) {
   cli::Command commands[] = {cli::add_run(app), cli::add_bench(app), cli::add_check(app), cli::add_info(app)};
   const char* names[] = {"run", "bench", "check", "info"};
 
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string first = argv[1];
+    bool known = false;
+    for (const char* n : names) known = known || first == n;
+    if (!known) {
+      std::cerr << "flashattn: error: unknown command '" << first << "' (expected run, bench, check or info; see --help)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
