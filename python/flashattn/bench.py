@@ -160,6 +160,17 @@ def flops(b, h, s, d, causal, direction):
 
 # --- the sweep ---------------------------------------------------------------------
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} threads)"
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def progress(total: int):
     try:
         from tqdm import tqdm
@@ -231,7 +242,7 @@ def run_grid(args) -> dict:
         bar.update()
     bar.close()
     return dict(
-        device=torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or platform.machine(),
+        device=torch.cuda.get_device_name(0) if device == "cuda" else cpu_name(),
         device_kind=device, torch=torch.__version__, flashattn=flashattn.__version__,
         cpu_threads=torch.get_num_threads(), tokens=args.tokens, hidden=args.hidden,
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results=results,
@@ -285,6 +296,7 @@ def plot(report: dict, out_dir: str) -> List[str]:
         print("matplotlib not installed: no plot", file=sys.stderr)
         return []
     files = []
+    unit, scale = ("GFLOP/s", 1e3) if report["device_kind"] == "cpu" else ("TFLOP/s", 1.0)
     rows = [r for r in report["results"] if "impl" in r]
     for dt in sorted({r["dtype"] for r in rows}):
         panels = sorted({(r["direction"], r["causal"]) for r in rows if r["dtype"] == dt},
@@ -300,14 +312,14 @@ def plot(report: dict, out_dir: str) -> List[str]:
                              key=lambda r: r["seqlen"])
                 for name in report["peers"]:
                     xs = [r["seqlen"] for r in sel if "tflops" in r["impl"].get(name, {})]
-                    ys = [r["impl"][name]["tflops"] for r in sel if "tflops" in r["impl"].get(name, {})]
+                    ys = [r["impl"][name]["tflops"] * scale for r in sel if "tflops" in r["impl"].get(name, {})]
                     if xs:
                         ax.plot(xs, ys, marker="o", linewidth=2.5 if name == "ours" else 1.2,
                                 label="flashattn" if name == "ours" else f"sdpa:{name}")
                 ax.set_xscale("log", base=2)
                 ax.set_title(f"{direction} {dt} d={d} {'causal' if causal else 'non-causal'}", fontsize=9)
                 ax.set_xlabel("seqlen")
-                ax.set_ylabel("TFLOP/s")
+                ax.set_ylabel(unit)
                 ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
         fig.suptitle(f"flashattn vs PyTorch SDPA on {report['device']}", fontsize=11)
