@@ -4,6 +4,10 @@
 #include <cmath>
 #include <limits>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace cli {
 
 namespace {
@@ -39,8 +43,19 @@ float slope(const Inputs& in, int b, int h) {
 Outputs reference(const Inputs& in, bool backward, bool dbias) {
   const Inputs f = to_fp32(in);
   Session s(f, Device{}, Backend::cpu_reference, 0, backward, dbias);
+#ifdef _OPENMP
+  // The row problems are tiny and many: waking a thread team for each costs more
+  // than the work (and much more on a loaded machine).
+  const Spec& sp = in.spec;
+  const bool tiny = double(sp.total_q()) * double(sp.seqlen_k) * sp.heads * sp.head_dim < 1e6;
+  const int saved = omp_get_max_threads();
+  if (tiny) omp_set_num_threads(1);
+#endif
   s.forward();
   if (backward) s.backward();
+#ifdef _OPENMP
+  if (tiny) omp_set_num_threads(saved);
+#endif
   return s.fetch(backward);
 }
 
