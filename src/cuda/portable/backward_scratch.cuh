@@ -39,6 +39,10 @@ inline bool dbias_unreduced(const BackwardParams& p) {
 // launches the row-sum kernel. with_dq_acc / with_dbias_acc: whether the main
 // kernels accumulate dQ / dbias through fp32 atomics.
 Scratch prepare(const BackwardParams& p, bool with_dq_acc, bool with_dbias_acc);
+// The portable deterministic passes, for any kernel family whose main kernel left
+// them out: dQ written directly (one block per query block, key blocks summed in
+// order) and/or dbias reduced over its broadcast dims in a fixed order.
+void deterministic_passes(const BackwardParams& p, const Scratch& s, bool dq, bool dbias);
 // Writes dQ (when accumulated) and dbias (when accumulated) from the scratch.
 void finish(const BackwardParams& p, const Scratch& s);
 

@@ -1,5 +1,93 @@
-// Placeholder: the mma.sync backward kernel lands with issue P4.
+// The sm80 tensor-core backward (fp16/bf16, head dims up to 128; 96 and 128 run
+// as themselves, others padded up to 64/96/128): launch and support rules. The
+// scratch, the dQ/dbias conversions and the deterministic passes are shared with
+// the portable backward (portable/backward_scratch.cuh).
+#include <climits>
+#include <cstdint>
+
 #include "cuda/families.hpp"
+#include "cuda/portable/launch_util.cuh"
+#include "cuda/sm80/backward_kernel.cuh"
+
 namespace flashattn::detail::cuda {
-void sm80_backward(const BackwardParams&) {}
+
+namespace {
+
+int bucket(int head_dim) {
+  for (int d : {64, 96, 128})
+    if (head_dim <= d) return d;
+  return 0;
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
+bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
+
+// What only the backward call knows (dout and the gradients): cp.async reads dO
+// in 16-byte rows and dK/dV are written in 4-byte pairs.
+bool gradients_ok(const BackwardParams& p) {
+  return aligned16(p.dout) && stride_ok(p.dout_strides) && aligned16(p.dk) && aligned16(p.dv) &&
+         stride_ok(p.dk_strides) && stride_ok(p.dv_strides);
+}
+
+template <typename T, int kD, int kBM>
+void launch(const BackwardParams& p) {
+  using Tr = sm80bwd::BwdTraits<kD, kBM>;
+  const bool det = p.deterministic;
+  const bool want_dbias = p.dbias != nullptr;
+  const bool dbias_atomic = want_dbias && (!det || bwd::dbias_unreduced(p));
+  const bwd::Scratch sc = bwd::prepare(p, !det, dbias_atomic);
+  bwd::Scratch main_sc = sc;
+  if (!dbias_atomic) main_sc.dbias_acc = nullptr;
+  const std::int64_t nkb = (p.seqlen_k + Tr::kBN - 1) / Tr::kBN;
+  const std::int64_t blocks = nkb * p.heads_kv * std::int64_t(p.batch);
+  if (blocks > 0) {
+    auto kernel = sm80bwd::dkdv_kernel<T, kD, kBM>;
+    allow_dynamic_smem(kernel, Tr::kSmemBytes);
+    kernel<<<unsigned(blocks), Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, main_sc);
+    FA_CUDA_CHECK_LAUNCH();
+  }
+  // Deterministic mode: dQ (and a broadcast dbias) by the portable passes, which
+  // sum in a fixed order; the dK/dV above are deterministic by construction.
+  if (det || (want_dbias && !dbias_atomic)) bwd::deterministic_passes(p, sc, det, want_dbias && !dbias_atomic);
+  bwd::finish(p, sc);
+}
+
+template <typename T>
+void launch_dtype(const BackwardParams& p) {
+  switch (bucket(p.head_dim)) {
+    case 64: return launch<T, 64, 64>(p);
+    case 96: return launch<T, 96, 64>(p);
+    default: return launch<T, 128, 32>(p);
+  }
+}
+
+}  // namespace
+
+const char* sm80_backward_unsupported(const ForwardParams& p) {
+  if (p.dtype != DType::f16 && p.dtype != DType::bf16) return "tensor cores here take float16/bfloat16 only";
+  if (p.head_dim % 8 != 0) return "head dim must be a multiple of 8 (16-byte rows)";
+  if (p.head_dim > 128) return "the sm80 backward covers head dims up to 128; larger ones run on cuda_portable";
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out))
+    return "q, k, v and out must be 16-byte aligned";
+  if (!stride_ok(p.q_strides) || !stride_ok(p.k_strides) || !stride_ok(p.v_strides) || !stride_ok(p.out_strides))
+    return "batch/row/head strides of q, k, v and out must be multiples of 8 elements";
+  if (p.seqlen_q > INT_MAX - 256 || p.seqlen_k > INT_MAX - 256)
+    return "sequence lengths must stay below 2^31 - 256 (32-bit tile indices)";
+  return nullptr;
+}
+
+void sm80_backward(const BackwardParams& p) {
+  if (p.batch == 0) return;
+  if (!gradients_ok(p)) {
+    // Support is decided before dout and the gradients are known (see api.cpp);
+    // misaligned ones take the portable kernel rather than fail.
+    portable_backward(p);
+    return;
+  }
+  switch (p.dtype) {
+    case DType::f16: launch_dtype<__half>(p); break;
+    default: launch_dtype<__nv_bfloat16>(p); break;
+  }
+}
+
 }  // namespace flashattn::detail::cuda
