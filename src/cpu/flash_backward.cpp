@@ -312,7 +312,8 @@ void BackwardImpl(const BackwardParams& p) {
   const double dq_bytes = double(group) * double(max_len_q) * double(sh.Dp) * 4.0 * nthreads;
   const bool fused = p.dbias == nullptr && pairs >= 2 * nthreads && dq_bytes <= double(1 << 30);
 
-  PackedBwd pk;
+  thread_local PackedBwd pk_cache;  // reused across calls; a reference for the parallel regions
+  PackedBwd& pk = pk_cache;
   pk.kt_block = sh.D * std::size_t(kBlockK);
   pk.k_block = std::size_t(kBlockK) * sh.Dp;
   const std::int64_t block_bytes = std::int64_t(2 * pk.kt_block + pk.k_block) * 4;
@@ -431,6 +432,11 @@ void BackwardImpl(const BackwardParams& p) {
                         dvec.data(), w);
       }
     }
+  }
+  if (pk.kt.size() + pk.vt.size() + pk.k.size() > kKeepPackFloats) {
+    pk.kt.release();
+    pk.vt.release();
+    pk.k.release();
   }
 }
 

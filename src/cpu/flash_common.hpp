@@ -22,8 +22,15 @@ namespace flashattn::detail::cpu {
 // in fp32 the S tile is 48 KiB and a K^T column strip of 32 keys is 16 KiB: the
 // strip stays in L1 while the Q rows stream from L2. docs/perf/cpu.md has the
 // measurements behind the choice.
-inline constexpr std::int64_t kBlockQ = 96;
-inline constexpr std::int64_t kBlockK = 128;
+// (Overridable at build time only for tuning experiments.)
+#ifndef FLASHATTN_CPU_BLOCK_Q
+#define FLASHATTN_CPU_BLOCK_Q 96
+#endif
+#ifndef FLASHATTN_CPU_BLOCK_K
+#define FLASHATTN_CPU_BLOCK_K 128
+#endif
+inline constexpr std::int64_t kBlockQ = FLASHATTN_CPU_BLOCK_Q;
+inline constexpr std::int64_t kBlockK = FLASHATTN_CPU_BLOCK_K;
 
 inline int thread_count(int requested) {
   return requested > 0 ? requested : omp_get_max_threads();
@@ -46,6 +53,12 @@ class FloatBuffer {
     size_ = n;
   }
   float* data() const { return data_; }
+  std::size_t size() const { return size_; }
+  void release() {
+    std::free(data_);
+    data_ = nullptr;
+    size_ = 0;
+  }
 
  private:
   float* data_ = nullptr;
@@ -137,5 +150,8 @@ inline std::vector<PackChunk> plan_chunks(const ForwardParams& p, std::int64_t b
 
 // Packed tiles are held up to this many bytes per chunk.
 inline constexpr std::int64_t kPackBudgetBytes = std::int64_t(256) << 20;
+// Packing buffers up to this size are kept (per calling thread) for the next
+// call: fresh pages cost a page fault each, about 4% of a 2k-token forward.
+inline constexpr std::size_t kKeepPackFloats = std::size_t(64) << 20 >> 2;
 
 }  // namespace flashattn::detail::cpu

@@ -79,6 +79,10 @@ void ShapeRow(const ForwardParams& p, float* x, std::size_t colsP, std::int64_t 
   for (std::int64_t c = hi; c < std::int64_t(colsP); ++c) x[c] = kNegInf;
 }
 
+// Whether a score row needs anything beyond the scale (then the scale is fused
+// into the max pass).
+bool PlainScores(const ForwardParams& p) { return p.softcap <= 0 && !p.bias && !p.alibi; }
+
 void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const PackChunk& ch,
                   const PackedKV& kv, ForwardWork& w) {
   const std::size_t D = std::size_t(p.head_dim);
@@ -123,6 +127,7 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
          std::size_t(kBlockK), false);
 
     const bool full = tile_fully_visible(mask, i0, i1, j0, j1);
+    const bool plain = PlainScores(p);
     for (std::size_t r = 0; r < rows; ++r) {
       const std::int64_t i = i0 + std::int64_t(r);
       float* x = st + r * std::size_t(kBlockK);
@@ -131,11 +136,16 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
         LoadRowF32(p.bias, p.bias_dtype, bias_offset(p, b, h, i, j0), std::size_t(cols), w.bias.data());
         bias_row = w.bias.data();
       }
-      const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
-      const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
-      ShapeRow(p, x, colsP, cols, bias_row, slope, i + mask.diag - j0, lo, hi);
-
-      const float m_new = std::max(m[r], MaxRow(x, colsP));
+      float row_max;
+      if (plain && full && std::size_t(cols) == colsP) {
+        row_max = ScaleMaxRow(x, colsP, p.scale);
+      } else {
+        const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
+        const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
+        ShapeRow(p, x, colsP, cols, bias_row, slope, i + mask.diag - j0, lo, hi);
+        row_max = MaxRow(x, colsP);
+      }
+      const float m_new = std::max(m[r], row_max);
       if (m_new == kNegInf) {  // nothing visible yet: this row contributes nothing
         ZeroRow(x, colsP);
         continue;
@@ -176,7 +186,10 @@ void ForwardImpl(const ForwardParams& p) {
   const std::size_t D = std::size_t(p.head_dim);
   const std::size_t L = hn::Lanes(DF());
   const std::size_t Dp = std::size_t(round_up(std::int64_t(D), std::int64_t(L)));
-  PackedKV kv;
+  // Reused across calls (see kKeepPackFloats). The parallel regions below must
+  // see the calling thread's instance, hence the plain reference.
+  thread_local PackedKV kv_cache;
+  PackedKV& kv = kv_cache;
   kv.kt_block = D * std::size_t(kBlockK);
   kv.v_block = std::size_t(kBlockK) * Dp;
   const std::int64_t block_bytes = std::int64_t(kv.kt_block + kv.v_block) * 4;
@@ -215,6 +228,10 @@ void ForwardImpl(const ForwardParams& p) {
       for (std::size_t t = 0; t < tasks.size(); ++t)
         ForwardBlock(p, tasks[t].b, tasks[t].h, tasks[t].qb, ch, kv, w);
     }
+  }
+  if (kv.kt.size() + kv.v.size() > kKeepPackFloats) {
+    kv.kt.release();
+    kv.v.release();
   }
 }
 

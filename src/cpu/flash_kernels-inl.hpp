@@ -31,13 +31,20 @@ using VF = hn::Vec<DF>;
 // accumulators, plus kNV vectors of B and one broadcast of A, must fit in the
 // register file (32 zmm on AVX-512: 24 + 2 + 1; 16 ymm/xmm elsewhere: 12 + 2 + 1).
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#ifdef FLASHATTN_CPU_MR512  // tuning experiments only
+inline constexpr std::size_t kMR = FLASHATTN_CPU_MR512;
+inline constexpr std::size_t kNV = FLASHATTN_CPU_NV512;
+#else
 inline constexpr std::size_t kMR = 12;
+inline constexpr std::size_t kNV = 2;
+#endif
 #elif HWY_TARGET == HWY_EMU128 || HWY_TARGET == HWY_SCALAR
 inline constexpr std::size_t kMR = 4;
+inline constexpr std::size_t kNV = 2;
 #else
 inline constexpr std::size_t kMR = 6;
-#endif
 inline constexpr std::size_t kNV = 2;
+#endif
 
 // C[MR x NV*L] (+)= sum_k A(r, k) * B[k*ldb + n], where A(r, k) = A[r*ars + k*acs].
 // A's elements are broadcast one at a time, so A may have any strides: the same
@@ -81,6 +88,28 @@ inline void Gemm(std::size_t M, std::size_t N, std::size_t K, const float* A, st
                  std::ptrdiff_t acs, const float* B, std::size_t ldb, float* C, std::size_t ldc,
                  bool accumulate) {
   const std::size_t L = hn::Lanes(DF());
+#ifdef FLASHATTN_CPU_M_OUTER  // tuning experiment: row panels outer
+  std::size_t m = 0;
+  for (; m + kMR <= M; m += kMR) {
+    std::size_t n = 0;
+    for (; n + kNV * L <= N; n += kNV * L)
+      MicroKernel<kMR, kNV>(K, A + std::ptrdiff_t(m) * ars, ars, acs, B + n, ldb, C + m * ldc + n,
+                            ldc, accumulate);
+    for (; n < N; n += L)
+      MicroKernel<kMR, 1>(K, A + std::ptrdiff_t(m) * ars, ars, acs, B + n, ldb, C + m * ldc + n, ldc,
+                          accumulate);
+  }
+  for (; m < M; ++m) {
+    std::size_t n = 0;
+    for (; n + kNV * L <= N; n += kNV * L)
+      MicroKernel<1, kNV>(K, A + std::ptrdiff_t(m) * ars, ars, acs, B + n, ldb, C + m * ldc + n, ldc,
+                          accumulate);
+    for (; n < N; n += L)
+      MicroKernel<1, 1>(K, A + std::ptrdiff_t(m) * ars, ars, acs, B + n, ldb, C + m * ldc + n, ldc,
+                        accumulate);
+  }
+  return;
+#endif
   std::size_t n = 0;
   for (; n + kNV * L <= N; n += kNV * L) {
     std::size_t m = 0;
@@ -164,6 +193,19 @@ inline void AlibiRow(float* x, std::size_t n, float slope, std::int64_t d0) {
     const VF dist = hn::Abs(hn::Sub(hn::Set(df, float(d0 - std::int64_t(c))), iota));
     hn::StoreU(hn::NegMulAdd(vs, dist, hn::LoadU(df, x + c)), df, x + c);
   }
+}
+
+// x[c] *= s for c < n (multiple of the lanes); returns the new max.
+inline float ScaleMaxRow(float* x, std::size_t n, float s) {
+  const DF df;
+  const VF vs = hn::Set(df, s);
+  VF m = hn::Set(df, -std::numeric_limits<float>::infinity());
+  for (std::size_t c = 0; c < n; c += hn::Lanes(df)) {
+    const VF y = hn::Mul(hn::LoadU(df, x + c), vs);
+    m = hn::Max(m, y);
+    hn::StoreU(y, df, x + c);
+  }
+  return hn::GetLane(hn::MaxOfLanes(df, m));
 }
 
 // max over x[0, n) (multiple of the lanes).
