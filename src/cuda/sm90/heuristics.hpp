@@ -18,12 +18,16 @@ struct TileConfig {
   // Ring depth: as many K+V stages as fit beside Q in 227 KB. D = 64: 4 x 32 KB;
   // D = 128: 2 x 64 KB (+32 KB Q); D = 256: 2 x 64 KB (+64 KB Q).
   static constexpr int kStages = D == 64 ? 4 : 2;
+  // Issue the next S before this block's softmax (FlashAttention-3's intra-warpgroup
+  // overlap): needs S, P and O live at once; at D = 256 that is 176 accumulator
+  // registers of the 240 and ptxas spills, so D = 256 runs the GEMMs back to back.
+  static constexpr bool kOverlap = D <= 128;
   static constexpr int kChunks = D / 64;  // 128-byte swizzle: one TMA box per 64 columns
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
-  // setmaxnreg budgets (multiples of 8; 128*40 + 256*232 <= 65536): the producer
+  // setmaxnreg budgets (multiples of 8; 128*24 + 256*240 <= 65536): the producer
   // warpgroup only issues copies, the consumers hold S, P and O in registers.
-  static constexpr int kProducerRegs = 40;
-  static constexpr int kConsumerRegs = 232;
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
 
   static constexpr int kQBytes = kBlockM * D * 2;
   static constexpr int kKVBytes = kBlockN * D * 2;  // one K or one V stage

@@ -89,91 +89,175 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
   }
 }
 
+// Varlen: the rows of the last K/V block past the sequence end belong to the next
+// sequence or to memory outside any (which may hold NaN). Their scores are masked,
+// but 0 * NaN in P.V would still poison O, so those V rows are zeroed in shared
+// memory. Both consumer warpgroups split the work and meet at a named barrier.
+template <class Cfg>
+__device__ __forceinline__ void zero_v_tail(unsigned char* v, int valid_rows) {
+  constexpr int kUnitsPerRow = Cfg::kChunks * 8;  // 16-byte units of one key row
+  const int units = (Cfg::kBlockN - valid_rows) * kUnitsPerRow;
+  const int ct = threadIdx.x - 128;  // consumer thread index
+  for (int u = ct; u < units; u += 128 * Cfg::kConsumerWarpgroups) {
+    const int row = valid_rows + u / kUnitsPerRow, rest = u % kUnitsPerRow;
+    // A row's 128 bytes stay together under the swizzle, whatever the unit order.
+    *reinterpret_cast<uint4*>(v + (rest / 8) * Cfg::kKVChunkBytes + row * 128 + (rest % 8) * 16) = make_uint4(0, 0, 0, 0);
+  }
+  // Generic-proxy writes read next by wgmma (async proxy).
+  ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+  named_barrier_sync(1, 128 * Cfg::kConsumerWarpgroups);
+}
+
+// One consumer warpgroup's walk over its tiles. With kOverlap the GEMMs overlap
+// the softmax: S(n-1) = Q.K(n-1)^T and O += P(n).V(n) are issued together, the
+// softmax of S(n-1) runs while P.V is still on the tensor cores, and O is rescaled
+// once P.V has landed. Without it (no registers to hold S and P at once) S(n-1)
+// is issued in the same batch as P.V but the softmax waits for both; the other
+// consumer warpgroup keeps the tensor cores busy meanwhile.
 template <class Cfg, typename T>
 __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, D = Cfg::kHeadDim;
   using GemmS = Wgmma<BN, T>;
   using GemmO = Wgmma<D, T>;
   const ForwardParams& p = a.p;
+  const bool varlen = p.cu_seqlens_q != nullptr;
   const int t = threadIdx.x % 128;
   const int lane = t % 32;
   float o[D / 2];
   float s[BN / 2];
+  std::uint32_t pa[BN / 16][4];
   OnlineSoftmax<BN> softmax;
   int tile_iter = 0, kv_iter = 0;
+
+  // Q of this warpgroup: rows 64*wg.. of each 64-column chunk.
+  const unsigned char* q_wg = sm.q + wg * 64 * 128;
+  auto issue_s = [&](int st) {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const int off = (ks % 4) * 32;  // 16 elements = 32 bytes inside the 128-byte row
+      const std::uint64_t da = smem_desc(q_wg + (ks / 4) * Cfg::kQChunkBytes + off, 16, 1024);
+      const std::uint64_t db = smem_desc(sm.k(st) + (ks / 4) * Cfg::kKVChunkBytes + off, 16, 1024);
+      GemmS::ss(s, da, db, ks > 0);
+    }
+    wgmma_commit();
+  };
+  auto issue_pv = [&](int st) {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) fence_operand(o[i]);
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) fence_operand(pa[ks][r]);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks) {
+      // V stage: keys along rows, 16 keys = 2048 bytes per k-step; the 64-wide
+      // column chunks sit kKVChunkBytes apart (LBO).
+      const std::uint64_t db = smem_desc(sm.v(st) + ks * 2048, Cfg::kKVChunkBytes, 1024);
+      GemmO::rs(o, pa[ks], db);
+    }
+    wgmma_commit();
+  };
+  auto fence_s = [&] {
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+  };
+  auto fence_o = [&] {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) fence_operand(o[i]);
+  };
+  auto to_p = [&] {
+#pragma unroll
+    for (int ks = 0; ks < BN / 16; ++ks) p_fragment<T>(s, ks, pa[ks]);
+  };
+
   for (int tile = blockIdx.x; tile < a.sched.num_tiles(); tile += gridDim.x) {
     const TileCoord c = a.sched.tile(tile);
-    const BlockInfo<BM, BN> info(p, c);
-    if (!info.valid) continue;
-    // This thread's two rows (within the sequence) and their visible key ranges.
-    const std::int64_t row0 = info.m0 + 64 * wg;
-    std::int64_t kb[2], ke[2];
+    // Only 32-bit values stay live through the mainloop; the epilogue recomputes
+    // the rest (registers are tight beside a 64 x 256 accumulator).
+    int kb[2], ke[2], len_k, n_lo, n_hi, full_lo, full_hi;
+    {
+      const BlockInfo<BM, BN> info(p, c);
+      if (!info.valid) continue;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const std::int64_t r = row0 + 16 * (t / 32) + lane / 4 + 8 * h;
-      kb[h] = info.mask.key_begin(r);
-      ke[h] = info.mask.key_end(r);
+      for (int h = 0; h < 2; ++h) {
+        const std::int64_t r = info.m0 + 64 * wg + 16 * (t / 32) + lane / 4 + 8 * h;
+        const std::int64_t b = info.mask.key_begin(r);
+        kb[h] = int(b < info.seq.len_k ? b : info.seq.len_k);
+        ke[h] = int(info.mask.key_end(r));
+      }
+      len_k = int(info.seq.len_k);
+      n_lo = info.n_lo;
+      n_hi = info.n_hi;
+      full_lo = info.full_lo;
+      full_hi = info.full_hi;
     }
+    auto needs_mask = [&](int n) { return n * BN < full_lo || n * BN + BN > full_hi; };
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
     softmax.reset();
     mbar_wait(sm.q_full, tile_iter & 1);
-    // Q of this warpgroup: rows 64*wg.. of each 64-column chunk.
-    const unsigned char* q_wg = sm.q + wg * 64 * 128;
-    for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
-      const int st = kv_iter % Cfg::kStages;
-      const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
-      mbar_wait(&sm.k_full[st], phase);
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        const int off = (ks % 4) * 32;  // 16 elements = 32 bytes inside the 128-byte row
-        const std::uint64_t da = smem_desc(q_wg + (ks / 4) * Cfg::kQChunkBytes + off, 16, 1024);
-        const std::uint64_t db = smem_desc(sm.k(st) + (ks / 4) * Cfg::kKVChunkBytes + off, 16, 1024);
-        GemmS::ss(s, da, db, ks > 0);
-      }
-      wgmma_commit();
-      wgmma_wait<0>();
-#pragma unroll
-      for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
+    auto v_ready = [&](int st, int n) {
+      mbar_wait(&sm.v_full[st], (kv_iter / Cfg::kStages) & 1);
+      const int tail = len_k - n * BN;
+      if (varlen && tail < BN) zero_v_tail<Cfg>(sm.v(st), tail);
+    };
 
+    int n = n_hi - 1;
+    if (n >= n_lo) {
+      // Prologue: the first S and its softmax.
+      int st = kv_iter % Cfg::kStages;
+      mbar_wait(&sm.k_full[st], (kv_iter / Cfg::kStages) & 1);
+      issue_s(st);
+      wgmma_wait<0>();
+      fence_s();
       float corr[2];
-      softmax.step(s, a.sm, info.needs_mask(n), std::int64_t(n) * BN, kb, ke, corr);
+      softmax.step(s, a.sm, needs_mask(n), n * BN, kb, ke, corr);
+      to_p();
+      for (; n > n_lo; --n) {
+        const int st_next = (kv_iter + 1) % Cfg::kStages;
+        // V(n) first: its tail fix-up then runs while S's registers are free.
+        v_ready(st, n);
+        if constexpr (Cfg::kOverlap) {
+          mbar_wait(&sm.k_full[st_next], ((kv_iter + 1) / Cfg::kStages) & 1);
+          issue_s(st_next);
+          issue_pv(st);
+          wgmma_wait<1>();  // S(n-1) is in; P(n).V(n) may still run
+          fence_s();
+          softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
+          wgmma_wait<0>();
+        } else {
+          issue_pv(st);
+          mbar_wait(&sm.k_full[st_next], ((kv_iter + 1) / Cfg::kStages) & 1);
+          issue_s(st_next);
+          wgmma_wait<0>();
+          fence_s();
+          softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
+        }
+        fence_o();
+        mbar_arrive(&sm.kv_empty[st]);
 #pragma unroll
-      for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
-
-      // P as wgmma A fragments, converted before the GEMM so that no register the
-      // wgmma chain reads is written between its instructions.
-      std::uint32_t pa[BN / 16][4];
-#pragma unroll
-      for (int ks = 0; ks < BN / 16; ++ks) p_fragment<T>(s, ks, pa[ks]);
-      mbar_wait(&sm.v_full[st], phase);
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) fence_operand(o[i]);
-#pragma unroll
-      for (int ks = 0; ks < BN / 16; ++ks)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) fence_operand(pa[ks][r]);
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < BN / 16; ++ks) {
-        // V stage: K (keys) along rows, 16 keys = 2048 bytes per k-step; the 64-wide
-        // column chunks sit kKVChunkBytes apart (LBO).
-        const std::uint64_t db = smem_desc(sm.v(st) + ks * 2048, Cfg::kKVChunkBytes, 1024);
-        GemmO::rs(o, pa[ks], db);
+        for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+        to_p();
+        ++kv_iter;
+        st = st_next;
       }
-      wgmma_commit();
+      // Epilogue of the pipeline: the last P.V.
+      v_ready(st, n);
+      issue_pv(st);
       wgmma_wait<0>();
-#pragma unroll
-      for (int i = 0; i < D / 2; ++i) fence_operand(o[i]);
+      fence_o();
       mbar_arrive(&sm.kv_empty[st]);
+      ++kv_iter;
     }
     mbar_arrive(sm.q_empty);
     float inv[2], lse[2];
     softmax.finish(a.sm, inv, lse);
-    store_output<T, D>(p, c.batch, c.head, info.seq, row0, o, inv, lse);
+    const BlockInfo<BM, BN> info(p, c);
+    store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
     ++tile_iter;
   }
 }

@@ -71,6 +71,15 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// ex2.approx.ftz.f32 (9.7.4.8 "ex2"): 2^x in one MUFU op. exp2f() adds a denormal
+// range fix-up (compare, select, multiply) per element, which the softmax does not
+// need: probabilities below 2^-126 flush to zero.
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // wgmma.mma_async (9.7.15.5.2), m64nNk16 with fp32 accumulators, bf16/fp16 inputs.
 //   ss: A and B from shared memory (descriptors), both K-major; `accumulate` = 0
 //       overwrites D (scale-d predicate false), so S needs no zeroing.

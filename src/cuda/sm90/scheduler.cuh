@@ -28,6 +28,8 @@ struct Scheduler {
 
 // What one tile needs to know about its sequence: where it lives and which key
 // blocks [n_lo, n_hi) hold any visible key for its rows.
+// Row counts fit in 32 bits (sm90_unsupported refuses more), so the values the
+// mainloop keeps live are ints: fewer registers beside the accumulators.
 template <int BM, int BN>
 struct BlockInfo {
   SequenceView seq;
@@ -36,7 +38,7 @@ struct BlockInfo {
   int n_lo = 0, n_hi = 0;
   bool valid = false;  // false: past the end of a varlen sequence, nothing to do
   // Keys every row of the tile sees: blocks inside need no per-element mask.
-  std::int64_t full_lo = 0, full_hi = 0;
+  int full_lo = 0, full_hi = 0;
 
   __device__ __forceinline__ BlockInfo(const ForwardParams& p, const TileCoord& c) {
     seq = sequence(p, c.batch);
@@ -48,12 +50,14 @@ struct BlockInfo {
     const std::int64_t kb = mask.key_begin(m0), ke = mask.key_end(last);
     n_lo = int(kb / BN);
     n_hi = ke > kb ? int((ke + BN - 1) / BN) : n_lo;
-    full_lo = mask.key_begin(last);
-    full_hi = mask.key_end(m0);
+    // Clamped to [0, len_k]: only the comparison with block bounds matters.
+    const std::int64_t flo = mask.key_begin(last);
+    full_lo = int(flo < seq.len_k ? flo : seq.len_k);
+    full_hi = int(mask.key_end(m0));
   }
   // Whether key block n needs the per-element mask for some row of the tile.
   __device__ __forceinline__ bool needs_mask(int n) const {
-    const std::int64_t j0 = std::int64_t(n) * BN;
+    const int j0 = n * BN;
     return j0 < full_lo || j0 + BN > full_hi;
   }
 };

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cuda/sm90/ptx.cuh"
 #include "mask.hpp"
 
 namespace flashattn::detail::cuda::sm90 {
@@ -29,8 +30,8 @@ struct OnlineSoftmax {
   // Turns the scores of key block starting at column j0 into probabilities (in
   // place) and returns the factor each row's output must be rescaled by.
   // kb/ke: per row visible key range, used when `masked`.
-  __device__ __forceinline__ void step(float (&s)[kRegs], const SoftmaxParams& sp, bool masked, std::int64_t j0,
-                                       const std::int64_t (&kb)[2], const std::int64_t (&ke)[2], float (&corr)[2]) {
+  __device__ __forceinline__ void step(float (&s)[kRegs], const SoftmaxParams& sp, bool masked, int j0,
+                                       const int (&kb)[2], const int (&ke)[2], float (&corr)[2]) {
     const int lane = threadIdx.x % 32;
     if (sp.softcap > 0.0f) {
 #pragma unroll
@@ -40,7 +41,7 @@ struct OnlineSoftmax {
 #pragma unroll
       for (int i = 0; i < kRegs; ++i) {
         const int h = (i >> 1) & 1;
-        const std::int64_t col = j0 + 8 * (i >> 2) + 2 * (lane % 4) + (i & 1);
+        const int col = j0 + 8 * (i >> 2) + 2 * (lane % 4) + (i & 1);
         if (col < kb[h] || col >= ke[h]) s[i] = -INFINITY;
       }
     }
@@ -54,14 +55,14 @@ struct OnlineSoftmax {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
       // A row with nothing visible yet keeps max -inf: subtract 0 so exp2 gives 0, not NaN.
       ms[h] = mx[h] == -INFINITY ? 0.0f : mx[h] * sp.exp2_scale;
-      corr[h] = exp2f(m[h] * sp.exp2_scale - ms[h]);
+      corr[h] = ex2_approx(m[h] * sp.exp2_scale - ms[h]);
       m[h] = mx[h];
       l[h] *= corr[h];
     }
 #pragma unroll
     for (int i = 0; i < kRegs; ++i) {
       const int h = (i >> 1) & 1;
-      s[i] = exp2f(fmaf(s[i], sp.exp2_scale, -ms[h]));
+      s[i] = ex2_approx(fmaf(s[i], sp.exp2_scale, -ms[h]));
       l[h] += s[i];
     }
   }
