@@ -69,6 +69,15 @@ Outputs naive_lowp(const Inputs& in, bool backward, bool want_dbias) {
   Outputs o = make_outputs(s, DType::f32, backward, dbias);  // zero-filled
   std::vector<float> dbias_acc(dbias ? std::size_t(in.bias->numel()) : 0, 0.0f);
   const Layout L{s};
+  // Plain float copies: the loops below touch each element many times.
+  auto floats = [](const Tensor& t) {
+    std::vector<float> r(std::size_t(t.numel()));
+    for (std::int64_t i = 0; i < t.numel(); ++i) r[std::size_t(i)] = t.get(i);
+    return r;
+  };
+  const std::vector<float> Q = floats(in.q), K = floats(in.k), V = floats(in.v);
+  const std::vector<float> dO = backward ? floats(in.dout) : std::vector<float>{};
+  const std::vector<float> Bias = in.bias ? floats(*in.bias) : std::vector<float>{};
 
   std::vector<float> qs, x, capped, p, dp, dkh, dvh;
   for (int b = 0; b < s.batch; ++b) {
@@ -78,7 +87,7 @@ Outputs naive_lowp(const Inputs& in, bool backward, bool want_dbias) {
       const float sl = slope(in, b, h);
       qs.assign(std::size_t(lq * D), 0.0f);
       for (std::int64_t i = 0; i < lq; ++i)
-        for (int c = 0; c < D; ++c) qs[std::size_t(i * D + c)] = R(in.q.get(L.q(b, i, h) + c) * scale);
+        for (int c = 0; c < D; ++c) qs[std::size_t(i * D + c)] = R(Q[L.q(b, i, h) + c] * scale);
       dkh.assign(std::size_t(lk * D), 0.0f);
       dvh.assign(std::size_t(lk * D), 0.0f);
       for (std::int64_t i = 0; i < lq; ++i) {
@@ -90,11 +99,11 @@ Outputs naive_lowp(const Inputs& in, bool backward, bool want_dbias) {
         for (std::int64_t jj = 0; jj < n; ++jj) {
           const std::int64_t j = kr.begin + jj;
           float dot = 0;
-          for (int c = 0; c < D; ++c) dot += qs[std::size_t(i * D + c)] * in.k.get(L.k(b, j, hk) + c);
+          for (int c = 0; c < D; ++c) dot += qs[std::size_t(i * D + c)] * K[L.k(b, j, hk) + c];
           float v = R(dot);
           if (s.softcap > 0) v = R(s.softcap * std::tanh(v / s.softcap));
           capped[std::size_t(jj)] = v;
-          if (in.bias) v = R(v + in.bias->get(L.bias(*in.bias, b, h, i, j)));
+          if (in.bias) v = R(v + Bias[L.bias(*in.bias, b, h, i, j)]);
           if (in.alibi) v = R(v - sl * float(std::llabs(diagonal(s, lq, lk, i) - j)));
           x[std::size_t(jj)] = v;
           m = std::max(m, v);
@@ -111,7 +120,7 @@ Outputs naive_lowp(const Inputs& in, bool backward, bool want_dbias) {
         o.lse.set(L.lse(b, h, i), m + std::log(sum));
         for (int c = 0; c < D; ++c) {
           float acc = 0;
-          for (std::int64_t jj = 0; jj < n; ++jj) acc += p[std::size_t(jj)] * in.v.get(L.k(b, kr.begin + jj, hk) + c);
+          for (std::int64_t jj = 0; jj < n; ++jj) acc += p[std::size_t(jj)] * V[L.k(b, kr.begin + jj, hk) + c];
           o.out.set(oi + c, R(acc));
         }
         if (!backward) continue;
@@ -120,7 +129,7 @@ Outputs naive_lowp(const Inputs& in, bool backward, bool want_dbias) {
         for (std::int64_t jj = 0; jj < n; ++jj) {
           float acc = 0;
           const std::int64_t vo = L.k(b, kr.begin + jj, hk);
-          for (int c = 0; c < D; ++c) acc += in.dout.get(oi + c) * in.v.get(vo + c);
+          for (int c = 0; c < D; ++c) acc += dO[oi + c] * V[vo + c];
           dp[std::size_t(jj)] = R(acc);
           Di += p[std::size_t(jj)] * dp[std::size_t(jj)];
         }
@@ -136,9 +145,9 @@ Outputs naive_lowp(const Inputs& in, bool backward, bool want_dbias) {
           }
           const std::int64_t ko = L.k(b, j, hk);
           for (int c = 0; c < D; ++c) {
-            dq[std::size_t(c)] += ds * in.k.get(ko + c);
+            dq[std::size_t(c)] += ds * K[ko + c];
             dkh[std::size_t(j * D + c)] += ds * qs[std::size_t(i * D + c)];
-            dvh[std::size_t(j * D + c)] += pj * in.dout.get(oi + c);
+            dvh[std::size_t(j * D + c)] += pj * dO[oi + c];
           }
         }
         for (int c = 0; c < D; ++c) o.dq.set(oi + c, R(R(dq[std::size_t(c)]) * scale));
