@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 
 #include "support.hpp"
 
@@ -219,6 +221,50 @@ TEST(EdgeCases, ExplicitScale) {
   both_match(c);
   c.scale = 3.0f;
   both_match(c);
+}
+
+TEST(EdgeCases, DeterministicBackwardIsBitwiseReproducible) {
+  Case c;
+  c.seqlen_q = 70;
+  c.seqlen_k = 90;
+  c.heads_q = 4;
+  c.heads_kv = 1;  // dK/dV summed over a group: where order-dependent sums would show
+  c.bias = BiasKind::bcast_both;
+  c.bias_grad = true;
+  const Problem p = make_problem(c);
+  SCOPED_TRACE(p.describe());
+  auto once = [&] {
+    Outputs o = alloc_outputs(p, true);
+    flashattn::Options opt = p.options(Backend::cpu_flash);
+    opt.deterministic = true;
+    flashattn::forward(p.q.view, p.k.view, p.v.view, o.out.view, o.lse.view, opt);
+    flashattn::backward(p.q.view, p.k.view, p.v.view, o.out.view, p.dout.view, o.lse.view, o.dq.view, o.dk.view,
+                        o.dv.view, opt, o.dbias.view);
+    return o;
+  };
+  const Outputs a = once();
+  for (int rep = 0; rep < 3; ++rep) {
+    const Outputs b = once();
+    for (auto f : {&Outputs::dq, &Outputs::dk, &Outputs::dv, &Outputs::dbias})
+      ASSERT_EQ(0, std::memcmp((a.*f).data(), (b.*f).data(), (a.*f).storage_bytes())) << "run " << rep;
+  }
+}
+
+TEST(EdgeCases, SingleThreadMatchesReference) {
+  Case c;
+  c.seqlen_q = 40;
+  c.seqlen_k = 33;
+  c.causal = true;
+  const Problem p = make_problem(c);
+  SCOPED_TRACE(p.describe());
+  Outputs o = alloc_outputs(p, true);
+  flashattn::Options opt = p.options(Backend::cpu_flash);
+  opt.num_threads = 1;
+  flashattn::forward(p.q.view, p.k.view, p.v.view, o.out.view, o.lse.view, opt);
+  flashattn::backward(p.q.view, p.k.view, p.v.view, o.out.view, p.dout.view, o.lse.view, o.dq.view, o.dk.view,
+                      o.dv.view, opt);
+  const Outputs ref = run_reference(p, true);
+  for (const Verdict& v : check_outputs(p, o, ref, nullptr, true)) EXPECT_TRUE(v.ok) << v;
 }
 
 TEST(EdgeCases, AutomaticBackendOnCpuIsFlash) {
