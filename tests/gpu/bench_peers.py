@@ -1,0 +1,68 @@
+"""PyTorch SDPA's flash (FlashAttention-2) and cuDNN backends on the grid of
+flashattn_gpu_bench, timed the same way (CUDA events, median of 7 trials of
+back-to-back calls), then one table beside our numbers.
+
+    python3 tests/gpu/bench_peers.py OURS.txt [quick]
+OURS.txt: flashattn_gpu_bench's output. FLOPs: 4*B*H*S^2*D, halved when causal.
+"""
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def time_ms(fn, reps=10):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    trials = []
+    for _ in range(7):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        for _ in range(reps):
+            fn()
+        e1.record()
+        e1.synchronize()
+        trials.append(e0.elapsed_time(e1) / reps)
+    return sorted(trials)[3]
+
+
+def main():
+    ours = {}
+    for line in open(sys.argv[1]):
+        if line.startswith("#") or not line.strip():
+            continue
+        impl, dt, d, causal, s, b, h, ms, tf = line.split()
+        ours[(dt, int(d), int(causal), int(s))] = (impl, float(tf))
+    quick = "quick" in sys.argv[2:]
+    seqlens = [2048, 8192] if quick else [512, 1024, 2048, 4096, 8192, 16384]
+    torch.manual_seed(0)
+    rows = []
+    for dtn, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        for d in (64, 128, 256):
+            for causal in (0, 1):
+                for s in seqlens:
+                    b, h = 16384 // s, 2048 // d
+                    q, k, v = (torch.randn(b, h, s, d, device="cuda", dtype=dt) for _ in range(3))
+                    flops = 4 * b * h * s * s * d * (0.5 if causal else 1.0)
+                    peer = {}
+                    for name, be in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+                        try:
+                            with sdpa_kernel(be):
+                                ms = time_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal)))
+                            peer[name] = flops / ms * 1e-9
+                        except RuntimeError:
+                            peer[name] = float("nan")
+                    impl, tf = ours.get((dtn, d, causal, s), ("-", float("nan")))
+                    rows.append((dtn, d, causal, s, impl, tf, peer["fa2"], peer["cudnn"]))
+                    del q, k, v
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; TFLOP/s")
+    print("| dtype | D | causal | S | ours (impl) | fa2 | cudnn | ours/fa2 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for dtn, d, c, s, impl, tf, fa2, cud in rows:
+        print(f"| {dtn} | {d} | {c} | {s} | {tf:.1f} ({impl}) | {fa2:.1f} | {cud:.1f} | {tf / fa2:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
