@@ -192,41 +192,52 @@ void StoreTile(void* base, DType t, const OperandStrides& st, int b, std::int64_
               std::int64_t(sh.D));
 }
 
-// dK and dV of key block kb of pair (b, hk), summed over the query heads of the
-// group; with dq_all (fused mode) also accumulates those heads' dQ.
-void KeyBlockGrads(const BackwardParams& p, int b, int hk, std::int64_t kb, const PackChunk& ch,
-                   const PackedBwd& pk, const Shape& sh, const float* dvec, BwdWork& w, float* dq_all) {
+// dK and dV of key blocks [kb0, kb0 + nkb) of pair (b, hk), summed over the
+// query heads of the group; with dq_all (fused mode) also accumulates those
+// heads' dQ. Each query tile is loaded once for all nkb key blocks: Q, dO and
+// dQ then stream through the cache nkb times less often.
+void KeyBlockGrads(const BackwardParams& p, int b, int hk, std::int64_t kb0, std::int64_t nkb,
+                   const PackChunk& ch, const PackedBwd& pk, const Shape& sh, const float* dvec, BwdWork& w,
+                   float* dq_all) {
   const SequenceView s = sequence(p, b);
   const Mask mask = make_mask(p, s);
   const int group = p.heads_q / p.heads_kv;
-  const std::int64_t j0 = kb * kBlockK, cols = std::min(kBlockK, s.len_k - j0);
-  const std::int64_t blk = ch.base(std::int64_t(b) * p.heads_kv + hk) + kb;
-  const float* kt = pk.kt.data() + blk * pk.kt_block;
-  const float* vt = pk.vt.data() + blk * pk.kt_block;
-  const float* kr = pk.k.data() + blk * pk.k_block;
+  nkb = std::min(nkb, (s.len_k + kBlockK - 1) / kBlockK - kb0);
+  const std::int64_t j_begin = kb0 * kBlockK, j_end = std::min(s.len_k, (kb0 + nkb) * kBlockK);
+  const std::int64_t blk0 = ch.base(std::int64_t(b) * p.heads_kv + hk) + kb0;
   const std::size_t ld = std::size_t(kBlockK);
-  ZeroRow(w.dk.data(), std::size_t(cols) * sh.Dp);
-  ZeroRow(w.dv.data(), std::size_t(cols) * sh.Dp);
+  const std::size_t tile = ld * sh.Dp;  // floats of one block's dK (or dV)
+  ZeroRow(w.dk.data(), std::size_t(j_end - j_begin) * sh.Dp);
+  ZeroRow(w.dv.data(), std::size_t(j_end - j_begin) * sh.Dp);
   for (int hh = 0; hh < group; ++hh) {
     const int h = hk * group + hh;
     for (std::int64_t i0 = 0; i0 < s.len_q; i0 += kBlockQ) {
       const std::int64_t i1 = std::min(i0 + kBlockQ, s.len_q);
-      if (tile_fully_masked(mask, i0, i1, j0, j0 + cols)) continue;
+      if (tile_fully_masked(mask, i0, i1, j_begin, j_end)) continue;
       const std::size_t rows = std::size_t(i1 - i0);
       LoadQueryTile(p, b, h, s, i0, rows, sh, dvec, w);
-      TileGrad(p, b, h, mask, i0, rows, j0, cols, kt, vt, sh, w, nullptr, 0);
-      Gemm(std::size_t(cols), sh.Dp, rows, w.s.data(), 1, std::ptrdiff_t(ld), w.dout.data(), sh.Dp,
-           w.dv.data(), sh.Dp, true);
-      Gemm(std::size_t(cols), sh.Dp, rows, w.ds.data(), 1, std::ptrdiff_t(ld), w.q.data(), sh.Dp,
-           w.dk.data(), sh.Dp, true);
-      if (dq_all)
-        Gemm(rows, sh.Dp, std::size_t(cols), w.ds.data(), std::ptrdiff_t(ld), 1, kr, sh.Dp,
-             dq_all + (std::size_t(hh) * std::size_t(s.len_q) + std::size_t(i0)) * sh.Dp, sh.Dp, true);
+      for (std::int64_t k = 0; k < nkb; ++k) {
+        const std::int64_t j0 = (kb0 + k) * kBlockK, cols = std::min(kBlockK, s.len_k - j0);
+        if (tile_fully_masked(mask, i0, i1, j0, j0 + cols)) continue;
+        const std::int64_t blk = blk0 + k;
+        TileGrad(p, b, h, mask, i0, rows, j0, cols, pk.kt.data() + blk * pk.kt_block,
+                 pk.vt.data() + blk * pk.kt_block, sh, w, nullptr, 0);
+        Gemm(std::size_t(cols), sh.Dp, rows, w.s.data(), 1, std::ptrdiff_t(ld), w.dout.data(), sh.Dp,
+             w.dv.data() + std::size_t(k) * tile, sh.Dp, true);
+        Gemm(std::size_t(cols), sh.Dp, rows, w.ds.data(), 1, std::ptrdiff_t(ld), w.q.data(), sh.Dp,
+             w.dk.data() + std::size_t(k) * tile, sh.Dp, true);
+        if (dq_all)
+          Gemm(rows, sh.Dp, std::size_t(cols), w.ds.data(), std::ptrdiff_t(ld), 1, pk.k.data() + blk * pk.k_block,
+               sh.Dp, dq_all + (std::size_t(hh) * std::size_t(s.len_q) + std::size_t(i0)) * sh.Dp, sh.Dp, true);
+      }
     }
   }
-  StoreTile(p.dk, p.dtype, p.dk_strides, b, s.k_row0, j0, cols, hk, w.dk.data(), sh);
-  StoreTile(p.dv, p.dtype, p.dv_strides, b, s.k_row0, j0, cols, hk, w.dv.data(), sh);
+  StoreTile(p.dk, p.dtype, p.dk_strides, b, s.k_row0, j_begin, j_end - j_begin, hk, w.dk.data(), sh);
+  StoreTile(p.dv, p.dtype, p.dv_strides, b, s.k_row0, j_begin, j_end - j_begin, hk, w.dv.data(), sh);
 }
+
+// Key blocks handled together in the fused mode (dK/dV of 512 keys: 512 KiB at D=128).
+constexpr std::int64_t kFusedKeyBlocks = 4;
 
 // Fused mode: everything of pair (b, hk).
 void PairGrads(const BackwardParams& p, int b, int hk, const PackChunk& ch, const PackedBwd& pk,
@@ -236,8 +247,8 @@ void PairGrads(const BackwardParams& p, int b, int hk, const PackChunk& ch, cons
   const std::size_t n = std::size_t(group) * std::size_t(s.len_q) * sh.Dp;
   w.dq_all.resize(n + 1);
   ZeroRow(w.dq_all.data(), n);
-  for (std::int64_t kb = 0; kb * kBlockK < s.len_k; ++kb)
-    KeyBlockGrads(p, b, hk, kb, ch, pk, sh, dvec, w, w.dq_all.data());
+  for (std::int64_t kb = 0; kb * kBlockK < s.len_k; kb += kFusedKeyBlocks)
+    KeyBlockGrads(p, b, hk, kb, kFusedKeyBlocks, ch, pk, sh, dvec, w, w.dq_all.data());
   for (int hh = 0; hh < group; ++hh)
     StoreTile(p.dq, p.dtype, p.dq_strides, b, s.q_row0, 0, s.len_q, hk * group + hh,
               w.dq_all.data() + std::size_t(hh) * std::size_t(s.len_q) * sh.Dp, sh);
@@ -359,8 +370,8 @@ void BackwardImpl(const BackwardParams& p) {
       w.bias.resize(std::size_t(kBlockK));
       w.lse.resize(std::size_t(kBlockQ));
       w.dvec.resize(std::size_t(kBlockQ));
-      w.dk.resize(std::size_t(kBlockK) * sh.Dp);
-      w.dv.resize(std::size_t(kBlockK) * sh.Dp);
+      w.dk.resize(std::size_t(kFusedKeyBlocks * kBlockK) * sh.Dp);
+      w.dv.resize(std::size_t(kFusedKeyBlocks * kBlockK) * sh.Dp);
       w.dq.resize(std::size_t(kBlockQ) * sh.Dp);
       if (p.dbias) w.dbias.resize(std::size_t(kBlockQ * std::max<std::int64_t>(p.seqlen_k, 1)));
 #pragma omp for schedule(dynamic, 1)
@@ -369,7 +380,7 @@ void BackwardImpl(const BackwardParams& p) {
         if (fused)
           PairGrads(p, b, hk, ch, pk, sh, dvec.data(), w);
         else
-          KeyBlockGrads(p, b, hk, tasks[t].c, ch, pk, sh, dvec.data(), w, nullptr);
+          KeyBlockGrads(p, b, hk, tasks[t].c, 1, ch, pk, sh, dvec.data(), w, nullptr);
       }
     }
     if (fused) continue;

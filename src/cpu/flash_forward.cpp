@@ -200,20 +200,25 @@ void ForwardImpl(const ForwardParams& p) {
     kv.v.resize(std::size_t(ch.blocks()) * kv.v_block + 1);
     PackChunkKV(p, ch, Dp, kv);
 
-    // Tasks: (b, q head, query block) of this chunk, costliest first so that
-    // dynamic scheduling ends with the cheap ones (causal blocks differ a lot).
+    // Tasks: (b, q head, query block) of this chunk, head by head so that the
+    // threads share that head's K/V tiles in cache, and within a head the
+    // costliest (causal: last) query blocks first so the cheap ones even out
+    // the end of the dynamic schedule.
     std::vector<Task> tasks;
     for (std::int64_t pair = ch.pair_begin; pair < ch.pair_end; ++pair) {
       const int b = int(pair / p.heads_kv), hk = int(pair % p.heads_kv);
       const SequenceView s = sequence(p, b);
       const Mask mask = make_mask(p, s);
-      for (std::int64_t qb = 0; qb * kBlockQ < s.len_q; ++qb) {
-        const KeyRange kr = visible_keys(mask, qb * kBlockQ, std::min(s.len_q, (qb + 1) * kBlockQ));
-        for (int h = hk * group; h < (hk + 1) * group; ++h)
+      for (int h = hk * group; h < (hk + 1) * group; ++h) {
+        const std::size_t first = tasks.size();
+        for (std::int64_t qb = 0; qb * kBlockQ < s.len_q; ++qb) {
+          const KeyRange kr = visible_keys(mask, qb * kBlockQ, std::min(s.len_q, (qb + 1) * kBlockQ));
           tasks.push_back({b, h, qb, std::max<std::int64_t>(kr.hi - kr.lo, 0)});
+        }
+        std::stable_sort(tasks.begin() + std::ptrdiff_t(first), tasks.end(),
+                         [](const Task& a, const Task& c) { return a.cost > c.cost; });
       }
     }
-    std::stable_sort(tasks.begin(), tasks.end(), [](const Task& a, const Task& c) { return a.cost > c.cost; });
 
 #pragma omp parallel num_threads(thread_count(p.num_threads))
     {
