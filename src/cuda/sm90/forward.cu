@@ -28,7 +28,8 @@ __global__ void __launch_bounds__(TileConfig<D>::kThreads, 1) forward_kernel(con
     for (int s = 0; s < Cfg::kStages; ++s) {
       ::cuda::ptx::mbarrier_init(&sm.k_full[s], 1);
       ::cuda::ptx::mbarrier_init(&sm.v_full[s], 1);
-      ::cuda::ptx::mbarrier_init(&sm.kv_empty[s], 128 * Cfg::kConsumerWarpgroups);
+      ::cuda::ptx::mbarrier_init(&sm.k_empty[s], 128 * Cfg::kConsumerWarpgroups);
+      ::cuda::ptx::mbarrier_init(&sm.v_empty[s], 128 * Cfg::kConsumerWarpgroups);
     }
     // Make the initialized barriers visible to the copy engine (async proxy).
     ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);

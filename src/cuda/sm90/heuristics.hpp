@@ -16,8 +16,9 @@ struct TileConfig {
   // for D <= 128; D = 256 needs 128 registers for O alone, so 64 keys.
   static constexpr int kBlockN = D <= 128 ? 128 : 64;
   // Ring depth: as many K+V stages as fit beside Q in 227 KB. D = 64: 4 x 32 KB;
-  // D = 128: 2 x 64 KB (+32 KB Q); D = 256: 2 x 64 KB (+64 KB Q).
-  static constexpr int kStages = D == 64 ? 4 : 2;
+  // D = 128: 3 x 64 KB (+32 KB Q); D = 256: 2 x 64 KB (+64 KB Q). Two stages at
+  // D = 128 starved the GEMMs (measured, docs/perf/cuda_sm90.md).
+  static constexpr int kStages = D == 64 ? 4 : D == 128 ? 3 : 2;
   // Issue the next S before this block's softmax (FlashAttention-3's intra-warpgroup
   // overlap): needs S, P and O live at once; at D = 256 that is 176 accumulator
   // registers of the 240 and ptxas spills, so D = 256 runs the GEMMs back to back.
@@ -33,7 +34,7 @@ struct TileConfig {
   static constexpr int kKVBytes = kBlockN * D * 2;  // one K or one V stage
   static constexpr int kQChunkBytes = kBlockM * 128;
   static constexpr int kKVChunkBytes = kBlockN * 128;
-  static constexpr int kBarrierBytes = 8 * (2 + 3 * kStages);
+  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   // 1024 bytes of slack to align the ring to the swizzle atom.
   static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKVBytes + kBarrierBytes;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per block on sm_90");

@@ -35,7 +35,8 @@ struct SmemLayout {
   std::uint64_t* q_empty;
   std::uint64_t* k_full;    // [kStages]
   std::uint64_t* v_full;    // [kStages]
-  std::uint64_t* kv_empty;  // [kStages]
+  std::uint64_t* k_empty;   // [kStages]: K of the stage read by every consumer
+  std::uint64_t* v_empty;   // [kStages]: V likewise (K is released a GEMM earlier)
 
   __device__ __forceinline__ explicit SmemLayout(unsigned char* raw) {
     const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(raw) + 1023) & ~std::uintptr_t(1023);
@@ -45,7 +46,8 @@ struct SmemLayout {
     q_empty = bars + 1;
     k_full = bars + 2;
     v_full = k_full + Cfg::kStages;
-    kv_empty = v_full + Cfg::kStages;
+    k_empty = v_full + Cfg::kStages;
+    v_empty = k_empty + Cfg::kStages;
   }
   __device__ __forceinline__ unsigned char* k(int s) const { return q + Cfg::kQBytes + s * Cfg::kKVBytes; }
   __device__ __forceinline__ unsigned char* v(int s) const {
@@ -74,12 +76,13 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
     for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
       const int s = kv_iter % Cfg::kStages;
       const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
-      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.kv_empty[s], phase ^ 1);
       const int k_row = int(info.seq.k_row0 + std::int64_t(n) * BN);
+      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.k_empty[s], phase ^ 1);
       mbar_expect_tx(&sm.k_full[s], Cfg::kKVBytes);
 #pragma unroll
       for (int ch = 0; ch < Cfg::kChunks; ++ch)
         tma_load(sm.k(s) + ch * Cfg::kKVChunkBytes, &a.tk, ch * 64, k_row, hk, tb, &sm.k_full[s]);
+      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.v_empty[s], phase ^ 1);
       mbar_expect_tx(&sm.v_full[s], Cfg::kKVBytes);
 #pragma unroll
       for (int ch = 0; ch < Cfg::kChunks; ++ch)
@@ -214,6 +217,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       issue_s(st);
       wgmma_wait<0>();
       fence_s();
+      mbar_arrive(&sm.k_empty[st]);
       float corr[2];
       softmax.step(s, a.sm, needs_mask(n), n * BN, kb, ke, corr);
       to_p();
@@ -227,18 +231,22 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           issue_pv(st);
           wgmma_wait<1>();  // S(n-1) is in; P(n).V(n) may still run
           fence_s();
+          mbar_arrive(&sm.k_empty[st_next]);  // the producer may refill K right away
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
           wgmma_wait<0>();
+          fence_o();
+          mbar_arrive(&sm.v_empty[st]);
         } else {
           issue_pv(st);
           mbar_wait(&sm.k_full[st_next], ((kv_iter + 1) / Cfg::kStages) & 1);
           issue_s(st_next);
           wgmma_wait<0>();
           fence_s();
+          fence_o();
+          mbar_arrive(&sm.k_empty[st_next]);
+          mbar_arrive(&sm.v_empty[st]);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
         }
-        fence_o();
-        mbar_arrive(&sm.kv_empty[st]);
 #pragma unroll
         for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
         to_p();
@@ -250,7 +258,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       issue_pv(st);
       wgmma_wait<0>();
       fence_o();
-      mbar_arrive(&sm.kv_empty[st]);
+      mbar_arrive(&sm.v_empty[st]);
       ++kv_iter;
     }
     mbar_arrive(sm.q_empty);
