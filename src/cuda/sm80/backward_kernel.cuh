@@ -288,8 +288,12 @@ __global__ void __launch_bounds__(128) dkdv_kernel(const BackwardParams p, const
         for (int dt = 0; dt < Tr::kDQT; ++dt) {
           const int c = (wn * Tr::kDQT + dt) * 8 + c2;
           if (c < p.head_dim) {
+#if __CUDA_ARCH__ >= 900
+            atomicAdd(reinterpret_cast<float2*>(dst + c), make_float2(dQ[dt][2 * half], dQ[dt][2 * half + 1]));
+#else
             atomicAdd(dst + c, dQ[dt][2 * half]);
             atomicAdd(dst + c + 1, dQ[dt][2 * half + 1]);
+#endif
           }
         }
       }
