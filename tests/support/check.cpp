@@ -13,8 +13,9 @@
 //   for the suite's unit-variance inputs, while the reference gives exact zeros.
 // fp16/bf16 (flash_attn's rule): max|ours - ref| <= 2 * max|naive - ref| + atol,
 //   naive = the same attention computed in the same precision the way a
-//   framework's math path does (naive.cpp), ref = fp64 math on the same rounded
-//   inputs. atol = 2 ulps of the dtype at max|ref| (both sides round their final
+//   framework's math path does (naive.cpp; its backward takes D = rowsum(dO * O)
+//   from the saved O in the dtype, as every backward given O must), ref = fp64
+//   math on the same rounded inputs. atol = 2 ulps of the dtype at max|ref| (both sides round their final
 //   result to the dtype, which alone costs up to half an ulp each) + kFloor.
 #include <cmath>
 #include <iomanip>

@@ -135,18 +135,22 @@ Outputs run_naive_low_precision(const Problem& p, bool backward) {
           }
         }
         if (!backward) continue;
-        // dV = P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)), through the softcap.
+        // dV = P^T dO, dP = dO V^T, dS = P (dP - D), through the softcap.
+        // D = rowsum(dO * O) from O as stored in the dtype: every backward receives
+        // the saved output in the dtype (FlashAttention-2's D), and its rounding
+        // error reaches dS; with small head dims it dominates, so the yardstick
+        // must carry it too. (Exactly, D = rowsum(P * dP).)
         std::vector<float> dX(S.size(), 0.0f);
         for (std::int64_t i = 0; i < nq; ++i) {
           std::vector<float> dP(std::size_t(nk), 0.0f);
           float D = 0;
+          for (int e = 0; e < d; ++e)
+            D += dof[std::size_t(i * d + e)] * load(o.out, ix.off(o.out, b, s.q_row0, i, h, e));
           for (std::int64_t j = 0; j < nk; ++j) {
-            const float pij = P[std::size_t(i * nk + j)];
             float acc = 0;
             for (int e = 0; e < d; ++e)
               acc += dof[std::size_t(i * d + e)] * vf[std::size_t(j * d + e)];
             dP[std::size_t(j)] = round_to(dt, acc);
-            D += pij * dP[std::size_t(j)];
           }
           for (std::int64_t j = 0; j < nk; ++j) {
             const float pij = P[std::size_t(i * nk + j)];
