@@ -5,9 +5,10 @@
 // Tolerance: the forward computes in fp64 but stores O in fp32, so each L carries
 // a rounding noise of about sqrt(#O) * 2^-24 * |O| ~ 1e-6 here; divided by 2h
 // (h = 2^-6) that is ~1e-4. The truncation error is h^2/6 * |L'''| ~ 1e-4 for
-// O(1) third derivatives. |fd - analytic| <= 2e-3 + 2e-3 * |analytic| leaves a
-// margin of ~10x over both, while any real mistake (a missing softcap derivative,
-// a wrong scale, a dropped mask) moves gradients by O(0.1).
+// O(1) third derivatives; measured worst |fd - analytic| over 3 seeds of the
+// softcap/bias/GQA case: 5e-5. |fd - analytic| <= 5e-4 + 5e-4 * |analytic| keeps a
+// ~10x margin, while any real mistake (a missing softcap derivative, a wrong
+// scale, a dropped mask) moves gradients by O(0.1).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -46,7 +47,7 @@ void check_input(Problem& p, HostTensor Problem::*which, const HostTensor& grad,
     x.set(i, x0);
     const double fd = (lp - lm) / (2.0 * double(h));
     const double an = grad.get(i);
-    EXPECT_NEAR(fd, an, 2e-3 + 2e-3 * std::fabs(an)) << name << " element " << i;
+    EXPECT_NEAR(fd, an, 5e-4 + 5e-4 * std::fabs(an)) << name << " element " << i;
     ++done;
   }
   EXPECT_EQ(done, samples) << name;
