@@ -235,6 +235,19 @@ std::vector<Param> option_cases() {
     add(c);
   }
   {
+    Case c = shape(0, 0, 40);  // varlen, bottom-right with Sq > Sk in some sequences
+    c.varlen_q = {30, 12, 0, 9};
+    c.varlen_k = {11, 25, 6, 9};
+    c.causal = true;
+    c.window_left = 5;
+    c.alibi = AlibiKind::per_head;
+    c.bias = BiasKind::bcast_batch;
+    c.bias_grad = true;
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    add(c);
+  }
+  {
     Case c = shape(50, 20, 72);
     c.window_left = 2;
     c.window_right = 7;
