@@ -196,7 +196,8 @@ Command add_run(CLI::App& app) {
   c->add_option("--seqlen-k", a->seqlen_k, "Key sequence length (default: --seqlen)");
   c->add_option("-d,--headdim", a->headdim, "Head dimension (1..256)")->capture_default_str();
   c->add_option("--dtype", a->dtype, "fp32, fp16 or bf16")->capture_default_str();
-  c->add_flag("--causal,!--no-causal", a->causal, "Causal mask (default on)");
+  c->add_flag("--causal", a->causal, "Causal mask (the default)");
+  c->add_flag_callback("--no-causal", [a] { a->causal = false; }, "No causal mask");
   c->add_option("--alignment", a->alignment,
                 "Diagonal when seqlen_q != seqlen_k: bottom-right (flash_attn) or top-left (PyTorch SDPA)")
       ->capture_default_str();
