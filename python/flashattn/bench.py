@@ -262,7 +262,7 @@ def table(report: dict) -> str:
     cpu = report["device_kind"] == "cpu"
     unit, scale = ("GFLOP/s", 1e3) if cpu else ("TFLOP/s", 1.0)
     head = (f"{'dir':<4}{'dtype':<6}{'d':>4}{'causal':>7}{'seqlen':>7}{'batch':>6} | "
-            + "".join(f"{n:>9}" for n in names) + " | " + "".join(f"{'x' + n:>11}" for n in peers))
+            + "".join(f"{n:>10}" for n in names) + " | " + "".join(f"{'x' + n:>11}" for n in peers))
     lines = [f"{unit} on {report['device']} (torch {report['torch']}, flashattn {report['flashattn']})",
              head, "-" * len(head)]
     for r in report["results"]:
@@ -276,7 +276,7 @@ def table(report: dict) -> str:
             ok = "tflops" in a and "tflops" in b
             ratios.append(f"{a['tflops'] / b['tflops']:.2f}" if ok else "n/a")
         lines.append(f"{r['direction']:<4}{r['dtype']:<6}{r['d']:>4}{'yes' if r['causal'] else 'no':>7}"
-                     f"{r['seqlen']:>7}{r['batch']:>6} | " + "".join(f"{fmt(imp.get(n), scale):>9}" for n in names)
+                     f"{r['seqlen']:>7}{r['batch']:>6} | " + "".join(f"{fmt(imp.get(n), scale):>10}" for n in names)
                      + " | " + "".join(f"{x:>11}" for x in ratios))
     errors = sorted({f"{n}: {e['error']}" for r in report["results"] for n, e in r.get("impl", {}).items()
                      if "error" in e})
@@ -323,7 +323,7 @@ def plot(report: dict, out_dir: str) -> List[str]:
                 ax.grid(alpha=0.3)
         axes[0][0].legend(fontsize=8)
         fig.suptitle(f"flashattn vs PyTorch SDPA on {report['device']}", fontsize=11)
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
         path = os.path.join(out_dir, f"bench_{report['device_kind']}_{dt}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
