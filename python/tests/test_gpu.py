@@ -191,3 +191,37 @@ def test_deterministic_backward_bitwise(rng):
         grads.append([t.grad.clone() for t in (q, k, v)])
     for a, b in zip(*grads):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("case", ["plain", "causal-square", "causal-topleft", "bias"])
+def test_rule_against_sdpa_math(rng, case, dtype):
+    # flash_attn's rule with PyTorch's own math backend as the same-precision
+    # baseline, for the cases SDPA can express (its is_causal is top-left).
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    sq, sk = (256, 256) if case == "causal-square" else (113, 203)
+    q = randn(rng, (2, sq, 8, 128), dtype, True)
+    k = randn(rng, (2, sk, 8, 128), dtype, True)
+    v = randn(rng, (2, sk, 8, 128), dtype, True)
+    bias = randn(rng, (1, 8, sq, sk), dtype) if case == "bias" else None
+    causal = case.startswith("causal")
+    out = call(flashattn.attention, q, k, v, causal=causal, alignment="top_left", bias=bias)
+    dout = randn(rng, out.shape, dtype)
+    call(out.backward, dout)
+
+    def sdpa(tensors, dt):
+        leaves = [t.detach().to(dt).requires_grad_() for t in tensors]
+        qh, kh, vh = (t.transpose(1, 2) for t in leaves)
+        with sdpa_kernel([SDPBackend.MATH]):
+            o = torch.nn.functional.scaled_dot_product_attention(
+                qh, kh, vh, attn_mask=None if bias is None else bias.to(dt), is_causal=causal)
+        o = o.transpose(1, 2)
+        o.backward(dout.to(dt))
+        return o, [t.grad for t in leaves]
+
+    exact, g_exact = sdpa((q, k, v), torch.float64)
+    naive, g_naive = sdpa((q, k, v), dtype)
+    assert_rule(out, naive, exact, "out")
+    for g, n, e, name in zip((q.grad, k.grad, v.grad), g_naive, g_exact, ("dq", "dk", "dv")):
+        assert_rule(g, n, e, name)
