@@ -23,23 +23,25 @@ int bucket(int head_dim) {
   return 0;
 }
 
+// Shared memory of the shaped instantiation, which also runs unshaped calls
+// where the lean one does not fit (its smaller key tile needs less).
 std::size_t smem_for(int d) {
   switch (d) {
-    case 64: return sm80::Traits<64>::kSmemBytes;
-    case 96: return sm80::Traits<96>::kSmemBytes;
-    case 128: return sm80::Traits<128>::kSmemBytes;
-    case 192: return sm80::Traits<192>::kSmemBytes;
-    default: return sm80::Traits<256>::kSmemBytes;
+    case 64: return sm80::Traits<64, true>::kSmemBytes;
+    case 96: return sm80::Traits<96, true>::kSmemBytes;
+    case 128: return sm80::Traits<128, true>::kSmemBytes;
+    case 192: return sm80::Traits<192, true>::kSmemBytes;
+    default: return sm80::Traits<256, true>::kSmemBytes;
   }
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
 bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
 
-template <typename T, int kD>
-void launch(const ForwardParams& p) {
-  using Tr = sm80::Traits<kD>;
-  auto kernel = sm80::forward_kernel<T, kD>;
+template <typename T, int kD, bool kShaped>
+void launch_with(const ForwardParams& p) {
+  using Tr = sm80::Traits<kD, kShaped>;
+  auto kernel = sm80::forward_kernel<T, kD, kShaped>;
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
@@ -47,6 +49,15 @@ void launch(const ForwardParams& p) {
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
   FA_CUDA_CHECK_LAUNCH();
+}
+
+template <typename T, int kD>
+void launch(const ForwardParams& p) {
+  const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr || !(p.scale > 0.0f);
+  if (!shaped && sm80::Traits<kD, false>::kSmemBytes <= current_device_info().smem_optin)
+    launch_with<T, kD, false>(p);
+  else
+    launch_with<T, kD, true>(p);
 }
 
 template <typename T>

@@ -1,6 +1,6 @@
 // The sm80 tensor-core forward kernel (fp16/bf16): mma.sync m16n8k16 with
 // ldmatrix, K/V streamed through a 2-stage cp.async pipeline into swizzled
-// shared memory, Q kept in registers (head dim <= 128), fp32 accumulators,
+// shared memory, Q in registers where it fits, fp32 accumulators,
 // online softmax in registers in log2 units.
 //
 // Stages of one work item (a 128-row query tile of one batch/head):
@@ -35,11 +35,13 @@ template <> struct Pair<__nv_bfloat16> {
   }
 };
 
-template <typename T, int kD>
-__global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
+// kShaped: softcap, bias or ALiBi present (or a scale <= 0); masks alone
+// (causal, window, ragged tails) run in the lean instantiation.
+template <typename T, int kD, bool kShaped>
+__global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kShaped>::kMinBlocks)
     forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
-  using Tr = Traits<kD>;
-  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kRS = Tr::kRS, kThreads = Tr::kThreads;
+  using Tr = Traits<kD, kShaped>;
+  constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kRS = Tr::kRS, kThreads = Tr::kThreads, kMT = Tr::kMT;
   constexpr int kNT = kBN / 8;   // 8-key column tiles of S
   constexpr int kDT = kD / 8;    // 8-column tiles of O
   constexpr int kKS = kD / 16;   // k-steps of Q K^T
@@ -55,11 +57,18 @@ __global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
   const T* kg = static_cast<const T*>(p.k);
   const T* vg = static_cast<const T*>(p.v);
   T* og = static_cast<T*>(p.out);
-  const float scale_log2 = p.scale * kLog2e;
-  const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr;
+  // Unshaped scores keep the scale folded into the exp2's FFMA.
+  const float score_to_log2 = kShaped ? 1.0f : p.scale * kLog2e;
 
-  // ldmatrix row/chunk of this lane inside an x4 load (matrix lane/8, row lane%8).
-  const int lm_mat = lane >> 3, lm_row = lane & 7;
+  const int warp_row0 = warp * 16 * kMT;  // first row of this warp in the tile
+  // ldmatrix byte offsets of this lane (matrix lane/8, row lane%8 of an x4
+  // load) for the four chunk pairs of a 128-byte line; any other k-step or row
+  // block adds a constant (see LaneOffsets), so the loop keeps 12 offsets live
+  // instead of one per (k-step, tile) (v2 spilled holding those).
+  const LaneOffsets<kRS> k_off(lane & 7, (lane >> 3) & 1, 8 * (lane >> 4));
+  const LaneOffsets<kRS> v_off(lane & 7, lane >> 4, 8 * ((lane >> 3) & 1));
+  const LaneOffsets<kRS> q_off(lane & 7, lane >> 4, warp_row0 + 8 * ((lane >> 3) & 1));
+  const std::uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
 
   for (std::int64_t work = blockIdx.x; work < total_work; work += gridDim.x) {
     // Tiles of one (batch, head) are adjacent (shared K/V in L2); within a head
@@ -84,25 +93,27 @@ __global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
     const int n_first = kb / kBN * kBN;
     const int diag = int(mask.diag);
 
-    RowInfo ri;
+    RowInfo ri[kMT];
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = warp * 16 + (lane >> 2) + half * 8;
-      ri.i[half] = int(m0) + r;
-      const bool ok = r < rows;
-      ri.begin[half] = ok ? int(mask.key_begin(m0 + r)) : 0;
-      ri.end[half] = ok ? int(mask.key_end(m0 + r)) : 0;
-    }
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
+        ri[mt].i[half] = int(m0) + r;
+        const bool ok = r < rows;
+        ri[mt].begin[half] = ok ? int(mask.key_begin(m0 + r)) : 0;
+        ri[mt].end[half] = ok ? int(mask.key_end(m0 + r)) : 0;
+      }
     const float slope = alibi_slope(p, b, h);
 
     const T* k_head = kg + operand_offset(p.k_strides, b, s.k_row0, 0, hk);
     const T* v_head = vg + operand_offset(p.v_strides, b, s.k_row0, 0, hk);
     auto load_kv = [&](int n0, int stage) {
       const int valid = s.len_k - n0 < kBN ? int(s.len_k - n0) : kBN;
-      load_tile<T, kBN, kD, kThreads>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row, p.k_strides.row,
-                                      valid, p.head_dim, tid);
-      load_tile<T, kBN, kD, kThreads>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row, p.v_strides.row,
-                                      valid, p.head_dim, tid);
+      load_tile<T, kBN, kD, kThreads>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row,
+                                      p.k_strides.row, valid, p.head_dim, tid);
+      load_tile<T, kBN, kD, kThreads>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row,
+                                      p.v_strides.row, valid, p.head_dim, tid);
     };
 
     // ---- prologue
@@ -113,25 +124,29 @@ __global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
     if (n_first < ke) load_kv(n_first, 0);
     __pipeline_commit();
 
-    float O[kDT][4];
+    float O[kMT][kDT][4];
 #pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) O[dt][e] = 0.0f;
-    SoftmaxState sm;
+      for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) O[mt][dt][e] = 0.0f;
+    SoftmaxState sm[kMT];
 
-    // A fragments of this warp's 16 Q rows: matrices (rows 0-7 | 8-15) x
-    // (k 0-7 | 8-15) in the order a0..a3 of the mma.
-    const int q_row = warp * 16 + lm_row + ((lm_mat & 1) << 3);
-    auto load_q = [&](std::uint32_t (&a)[4], int ks) {
-      ldmatrix_x4(a, smem_addr(sQ + swizzle<kRS>(q_row, ks * 2 + (lm_mat >> 1))));
+    // A fragments of a 16-row tile: matrices (rows 0-7 | 8-15) x (k 0-7 | 8-15)
+    // in the order a0..a3 of the mma.
+    auto load_q = [&](std::uint32_t (&a)[4], int mt, int ks) {
+      ldmatrix_x4(a, sQ_addr + q_off.at(mt * 16, ks));
     };
-    std::uint32_t qf[Tr::kQInRegs ? kKS : 1][4];
+    constexpr int kQRegs = Tr::kQInRegs ? kKS : 1;
+    std::uint32_t qf[kMT][kQRegs][4];
     __pipeline_wait_prior(1);  // Q has landed
     __syncthreads();
     if constexpr (Tr::kQInRegs) {
 #pragma unroll
-      for (int ks = 0; ks < kKS; ++ks) load_q(qf[ks], ks);
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int ks = 0; ks < kKS; ++ks) load_q(qf[mt][ks], mt, ks);
     }
 
     // ---- main loop over key tiles
@@ -141,55 +156,69 @@ __global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
       __pipeline_commit();
       __pipeline_wait_prior(1);  // this tile's K/V have landed
       __syncthreads();
-      const T* sKs = sK + stage * kBN * kRS;
-      const T* sVs = sV + stage * kBN * kRS;
+      const std::uint32_t sKs = sK_addr + stage * (kBN * kRS * 2);
+      const std::uint32_t sVs = sV_addr + stage * (kBN * kRS * 2);
 
       // S = Q K^T. B fragments for key tiles 2np, 2np+1: matrices
-      // (keys 0-7 | 8-15 of the pair) x (k 0-7 | 8-15) -> b0,b1 of each.
-      float S[kNT][4];
+      // (keys 0-7 | 8-15 of the pair) x (k 0-7 | 8-15) -> b0,b1 of each; every
+      // K fragment serves all kMT row tiles.
+      float S[kMT][kNT][4];
 #pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
+      for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) S[nt][e] = 0.0f;
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) S[mt][nt][e] = 0.0f;
 #pragma unroll
       for (int ks = 0; ks < kKS; ++ks) {
-        std::uint32_t a_tmp[4];
-        if constexpr (!Tr::kQInRegs) load_q(a_tmp, ks);
-        const std::uint32_t(&a)[4] = Tr::kQInRegs ? qf[ks % (Tr::kQInRegs ? kKS : 1)] : a_tmp;
+        std::uint32_t a_smem[kMT][4];
+        if constexpr (!Tr::kQInRegs) {
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) load_q(a_smem[mt], mt, ks);
+        }
 #pragma unroll
         for (int np = 0; np < kNT / 2; ++np) {
           std::uint32_t bk[4];
-          const int key = np * 16 + lm_row + ((lm_mat >> 1) << 3);
-          ldmatrix_x4(bk, smem_addr(sKs + swizzle<kRS>(key, ks * 2 + (lm_mat & 1))));
-          mma_16816<T>(S[2 * np], a, bk[0], bk[1]);
-          mma_16816<T>(S[2 * np + 1], a, bk[2], bk[3]);
+          ldmatrix_x4(bk, sKs + k_off.at(np * 16, ks));
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            const std::uint32_t(&a)[4] = Tr::kQInRegs ? qf[mt][ks % kQRegs] : a_smem[mt];
+            mma_16816<T>(S[mt][2 * np], a, bk[0], bk[1]);
+            mma_16816<T>(S[mt][2 * np + 1], a, bk[2], bk[3]);
+          }
         }
       }
 
+      // Masking only on tiles some row does not fully see.
       const bool full = n0 >= full_lo && n0 + kBN <= full_hi;
-      if (full && !shaped)
-        scale_scores(S, scale_log2);
-      else
-        shape_scores(S, p, diag, ri, b, h, slope, n0, lane);
-      sm.update(S, O);
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        if (kShaped || !full) mask_scores<kShaped>(S[mt], p, diag, ri[mt], b, h, slope, n0, lane);
+        sm[mt].update(S[mt], O[mt], score_to_log2);
+      }
 
       // O += P V. P's accumulator layout for key tiles 2kk, 2kk+1 is exactly the
       // A fragment of a 16x16 product; V^T fragments come from ldmatrix.trans of
       // matrices (keys 0-7 | 8-15) x (d 0-7 | 8-15 of the pair).
 #pragma unroll
       for (int kk = 0; kk < kBN / 16; ++kk) {
-        std::uint32_t a[4];
-        a[0] = Pair<T>::pack(S[2 * kk][0], S[2 * kk][1]);
-        a[1] = Pair<T>::pack(S[2 * kk][2], S[2 * kk][3]);
-        a[2] = Pair<T>::pack(S[2 * kk + 1][0], S[2 * kk + 1][1]);
-        a[3] = Pair<T>::pack(S[2 * kk + 1][2], S[2 * kk + 1][3]);
-        const int key = kk * 16 + lm_row + ((lm_mat & 1) << 3);
+        std::uint32_t a[kMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          a[mt][0] = Pair<T>::pack(S[mt][2 * kk][0], S[mt][2 * kk][1]);
+          a[mt][1] = Pair<T>::pack(S[mt][2 * kk][2], S[mt][2 * kk][3]);
+          a[mt][2] = Pair<T>::pack(S[mt][2 * kk + 1][0], S[mt][2 * kk + 1][1]);
+          a[mt][3] = Pair<T>::pack(S[mt][2 * kk + 1][2], S[mt][2 * kk + 1][3]);
+        }
 #pragma unroll
         for (int dp = 0; dp < kDT / 2; ++dp) {
           std::uint32_t bv[4];
-          ldmatrix_x4_trans(bv, smem_addr(sVs + swizzle<kRS>(key, dp * 2 + (lm_mat >> 1))));
-          mma_16816<T>(O[2 * dp], a, bv[0], bv[1]);
-          mma_16816<T>(O[2 * dp + 1], a, bv[2], bv[3]);
+          ldmatrix_x4_trans(bv, sVs + v_off.at(kk * 16, dp));
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt) {
+            mma_16816<T>(O[mt][2 * dp], a[mt], bv[0], bv[1]);
+            mma_16816<T>(O[mt][2 * dp + 1], a[mt], bv[2], bv[3]);
+          }
         }
       }
       __syncthreads();  // everyone is done with this stage before it is refilled
@@ -197,21 +226,24 @@ __global__ void __launch_bounds__(Traits<kD>::kThreads, 1)
     __pipeline_wait_prior(0);
 
     // ---- epilogue
-    sm.finish();
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int r = warp * 16 + (lane >> 2) + half * 8;
-      if (r >= rows) continue;
-      const float inv = sm.inv_sum(half);
-      T* orow = og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
+    for (int mt = 0; mt < kMT; ++mt) {
+      sm[mt].finish();
 #pragma unroll
-      for (int dt = 0; dt < kDT; ++dt) {
-        const int c = dt * 8 + (lane & 3) * 2;
-        if (c < p.head_dim)
-          *reinterpret_cast<std::uint32_t*>(orow + c) =
-              Pair<T>::pack(O[dt][2 * half] * inv, O[dt][2 * half + 1] * inv);
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
+        if (r >= rows) continue;
+        const float inv = sm[mt].inv_sum(half);
+        T* orow = og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          const int c = dt * 8 + (lane & 3) * 2;
+          if (c < p.head_dim)
+            *reinterpret_cast<std::uint32_t*>(orow + c) =
+                Pair<T>::pack(O[mt][dt][2 * half] * inv, O[mt][dt][2 * half + 1] * inv);
+        }
+        if ((lane & 3) == 0) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm[mt].lse(half);
       }
-      if ((lane & 3) == 0) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm.lse(half);
     }
   }
 }

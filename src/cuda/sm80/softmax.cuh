@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/sm80/ptx.cuh"
 #include "mask.hpp"
 
 namespace flashattn::detail::cuda::sm80 {
@@ -21,38 +22,36 @@ struct RowInfo {
   int end[2];
 };
 
-// Scores in log2 units (scale * log2(e) folded in) with no masking: the fast
-// path for key tiles every row fully sees and no bias/ALiBi/softcap.
-template <int kN>
-__device__ __forceinline__ void scale_scores(float (&S)[kN][4], float scale_log2) {
-#pragma unroll
-  for (int nt = 0; nt < kN; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) S[nt][e] *= scale_log2;
-}
-
-// The general path: softcap, bias, ALiBi (runtime flags) and the visibility
-// mask; masked scores become -inf. `n0` is the tile's first key.
-template <int kN>
-__device__ __forceinline__ void shape_scores(float (&S)[kN][4], const ForwardParams& p, int diag,
-                                             const RowInfo& rows, int b, int h, float slope, int n0,
-                                             int lane) {
-  const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr;
+// Masks (and, when kShaped, shapes) one 16-row score tile in place; `n0` is
+// the tile's first key. Without shaping, scores stay raw dot products (the
+// softmax folds the scale in: c = scale*log2(e)) and masked ones become -inf.
+// With shaping (softcap, bias, ALiBi; runtime values) they come out in log2
+// units (c = 1). Shaping is a compile-time choice: its per-element loads and
+// tanh would otherwise hold registers in every kernel (v2 spilled).
+template <bool kShaped, int kN>
+__device__ __forceinline__ void mask_scores(float (&S)[kN][4], const ForwardParams& p, int diag,
+                                            const RowInfo& rows, int b, int h, float slope, int n0, int lane) {
+  std::int64_t bias_row[2] = {0, 0};
+  if (kShaped && p.bias != nullptr) {
+    bias_row[0] = bias_offset(p, b, h, rows.i[0], 0);
+    bias_row[1] = bias_offset(p, b, h, rows.i[1], 0);
+  }
 #pragma unroll
   for (int nt = 0; nt < kN; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int half = e >> 1;
       const int j = n0 + nt * 8 + (lane & 3) * 2 + (e & 1);
-      const int i = rows.i[half];
-      float x = S[nt][e] * p.scale;
-      if (shaped) {
-        x = apply_softcap<float>(x, p.softcap);
-        if (p.bias != nullptr && j < rows.end[half] && j >= rows.begin[half])
-          x += load_bias(p, bias_offset(p, b, h, i, j));
+      const bool visible = j >= rows.begin[half] && j < rows.end[half];
+      float x = S[nt][e];
+      if constexpr (kShaped) {
+        const int i = rows.i[half];
+        x = apply_softcap<float>(x * p.scale, p.softcap);
+        if (p.bias != nullptr && visible) x += load_bias(p, bias_row[half] + j);
         if (p.alibi != nullptr) x -= slope * fabsf(float(i + diag - j));
+        x *= kLog2e;
       }
-      S[nt][e] = (j >= rows.begin[half] && j < rows.end[half]) ? x * kLog2e : -INFINITY;
+      S[nt][e] = visible ? x : -INFINITY;
     }
   }
 }
@@ -62,10 +61,12 @@ struct SoftmaxState {
   float m[2] = {-INFINITY, -INFINITY};
   float l[2] = {0.0f, 0.0f};
 
-  // Turns S (log2-unit scores) into probabilities relative to the new running
-  // max and rescales the output accumulators O[dt][4].
+  // Turns S into probabilities relative to the new running max and rescales
+  // the output accumulators O[dt][4]. The scores in log2 units are S * c with
+  // c > 0: the fast path passes raw dot products and c = scale*log2(e), so the
+  // scale folds into one FFMA per element; shaped scores arrive with c = 1.
   template <int kN, int kDT>
-  __device__ __forceinline__ void update(float (&S)[kN][4], float (&O)[kDT][4]) {
+  __device__ __forceinline__ void update(float (&S)[kN][4], float (&O)[kDT][4], float c) {
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float mx = -INFINITY;
@@ -74,16 +75,16 @@ struct SoftmaxState {
       // The four lanes of a row hold its 8-key slices.
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[half], mx);
+      const float m_new = fmaxf(m[half], mx * c);
       // Rows that have seen only -inf keep base 0: exp2 then gives 0, not NaN.
       const float base = m_new == -INFINITY ? 0.0f : m_new;
-      const float alpha = exp2f(m[half] - base);
+      const float alpha = fast_exp2(m[half] - base);
       m[half] = m_new;
       float sum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < kN; ++nt) {
-        S[nt][2 * half] = exp2f(S[nt][2 * half] - base);
-        S[nt][2 * half + 1] = exp2f(S[nt][2 * half + 1] - base);
+        S[nt][2 * half] = fast_exp2(fmaf(S[nt][2 * half], c, -base));
+        S[nt][2 * half + 1] = fast_exp2(fmaf(S[nt][2 * half + 1], c, -base));
         sum += S[nt][2 * half] + S[nt][2 * half + 1];
       }
       l[half] = l[half] * alpha + sum;

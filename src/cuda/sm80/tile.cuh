@@ -10,18 +10,23 @@
 
 namespace flashattn::detail::cuda::sm80 {
 
-// Per head dim: 8 warps of 16 query rows each (kBM = 128 rows share every K/V
-// tile, halving L2->SMEM traffic against 64-row blocks). Head dims up to 128
-// keep the Q fragments in registers; beyond that the O accumulators alone take
-// D/2 registers per thread, so Q is re-read from shared memory each tile and
-// the key tile shrinks to 32 to hold the score registers down.
-template <int kD>
+// Per head dim and instantiation (kShaped: softcap/bias/ALiBi code present).
+// A warp owns kMT m16 row tiles: with two (32 rows) every K/V fragment read
+// from shared memory feeds twice the mma work (v1, 16 rows per warp, was
+// ~0.6x FlashAttention-2). Head dims above 128 keep one row tile per warp and
+// 8 warps: their O accumulators alone take D/2 registers per row tile. Q stays
+// in registers only where its fragments fit (kMT*kD <= 64). The key tile kBN
+// is the largest that the ptxas report shows without spills in the main loop
+// (docs/perf/cuda_forward.md, v2).
+template <int kD, bool kShaped>
 struct Traits {
-  static constexpr int kWarps = 8;
+  static constexpr int kMT = kD <= 128 ? 2 : 1;
+  static constexpr int kWarps = kD <= 128 ? 4 : 8;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBM = kWarps * 16;
-  static constexpr int kBN = kD <= 128 ? 64 : 32;
-  static constexpr bool kQInRegs = kD <= 128;
+  static constexpr int kBM = kWarps * 16 * kMT;  // 128 rows share every K/V tile
+  static constexpr int kBN = kD == 64 || kD == 192 || (kD == 256 && !kShaped) ? 64 : 32;
+  static constexpr bool kQInRegs = kMT * kD <= 64;
+  static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;  // blocks per SM the registers allow
   // Shared-memory row stride: rows are whole 128-byte lines so that the XOR
   // swizzle below works on 8-chunk groups (96 is stored as 128).
   static constexpr int kRS = (kD + 63) / 64 * 64;
@@ -41,6 +46,24 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
   return row * kRS + (((chunk & ~7) | ((chunk ^ row) & 7)) << 3);
 }
 
+// Byte offsets of one lane's ldmatrix row in a swizzled tile. The lane reads
+// row `row0 + lane_row` (lane_row < 8, row0 a multiple of 8) at logical chunk
+// 2*pair + odd. Rows are whole 128-byte lines, so moving by a multiple of 8
+// rows or by 4 pairs (one line) is a constant added to one of four offsets.
+template <int kRS>
+struct LaneOffsets {
+  std::uint32_t off[4];
+  __device__ __forceinline__ LaneOffsets(int lane_row, int odd, int row0) {
+#pragma unroll
+    for (int x = 0; x < 4; ++x)
+      off[x] = std::uint32_t((row0 + lane_row) * kRS * 2 + (((2 * x + odd) ^ lane_row) & 7) * 16);
+  }
+  // Offset for rows moved by `rows` (a multiple of 8) and chunk pair `pair`.
+  __device__ __forceinline__ std::uint32_t at(int rows, int pair) const {
+    return off[pair & 3] + std::uint32_t(rows * kRS * 2 + (pair >> 2) * 128);
+  }
+};
+
 // Copies a kRows x kD tile (rows `row_stride` elements apart) into shared
 // memory with cp.async. Rows at or past rows_valid and columns at or past
 // head_dim are zero-filled (no global read), so padded head dims and ragged
@@ -48,14 +71,34 @@ __device__ __forceinline__ int swizzle(int row, int chunk) {
 template <typename T, int kRows, int kD, int kThreads>
 __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t row_stride, int rows_valid,
                                           int head_dim, int tid) {
-  constexpr int kCh = kD / 8;
-  constexpr int kRS = Traits<kD>::kRS;
+  constexpr int kRS = (kD + 63) / 64 * 64;
+  // Chunks per row as loaded: 96 loads 16 (the last 4 zero-filled into the
+  // row's padding) so that a thread keeps one column for all its rows.
+  constexpr int kCh = kRS == 128 && kD == 96 ? 16 : kD / 8;
+  if constexpr (kThreads % kCh == 0 && (kThreads / kCh) % 8 == 0 && kRows % (kThreads / kCh) == 0) {
+    // A thread copies column c of rows r, r + kStep, ...: one 64-bit step and
+    // one shared-memory step (the swizzle repeats every 8 rows).
+    constexpr int kStep = kThreads / kCh;
+    const int r0 = tid / kCh, c = tid % kCh;
+    const bool col_ok = c * 8 < head_dim;
+    const T* src = gbase + r0 * row_stride + c * 8;
+    T* dst = smem + swizzle<kRS>(r0, c);
 #pragma unroll
-  for (int idx = tid; idx < kRows * kCh; idx += kThreads) {
-    const int r = idx / kCh, c = idx % kCh;
-    const bool ok = r < rows_valid && c * 8 < head_dim;
-    const T* src = ok ? gbase + r * row_stride + c * 8 : gbase;
-    __pipeline_memcpy_async(smem + swizzle<kRS>(r, c), src, 16, ok ? 0 : 16);
+    for (int it = 0; it < kRows / kStep; ++it) {
+      const bool ok = col_ok && r0 + it * kStep < rows_valid;
+      __pipeline_memcpy_async(dst + it * kStep * kRS, ok ? src : gbase, 16, ok ? 0 : 16);
+      src += kStep * row_stride;
+    }
+  } else {
+#pragma unroll
+    for (int it = 0; it < (kRows * kCh + kThreads - 1) / kThreads; ++it) {
+      const int idx = tid + it * kThreads;
+      if ((kRows * kCh) % kThreads != 0 && idx >= kRows * kCh) break;
+      const int r = idx / kCh, c = idx % kCh;
+      const bool ok = r < rows_valid && c * 8 < head_dim;
+      __pipeline_memcpy_async(smem + swizzle<kRS>(r, c), ok ? gbase + r * row_stride + c * 8 : gbase, 16,
+                              ok ? 0 : 16);
+    }
   }
 }
 
