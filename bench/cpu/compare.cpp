@@ -4,6 +4,8 @@
 // magnitude. Not a test (tests/ holds those); a quick loop while editing kernels.
 //   compare            the built-in sweep
 //   compare --repeat   also checks that two flash runs are bitwise identical
+//   compare --target avx2|sse4|emu128   restricts Highway's runtime dispatch (the
+//                      library shares libhwy's chosen target with this program)
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -14,7 +16,8 @@
 #include <vector>
 
 #include "flashattn/flashattn.hpp"
-#include "half.hpp"  // src/: the library's own rounding, so inputs match bit for bit
+#include "half.hpp"
+#include "hwy/targets.h"  // src/: the library's own rounding, so inputs match bit for bit
 
 using namespace flashattn;
 
@@ -186,7 +189,22 @@ bool run(const Case& c, bool repeat) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool repeat = argc > 1 && std::string(argv[1]) == "--repeat";
+  bool repeat = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--repeat") repeat = true;
+    if (a == "--target" && i + 1 < argc) {
+      const std::string t = argv[++i];
+      const std::int64_t bits = t == "avx2" ? HWY_AVX2 : t == "sse4" ? HWY_SSE4 : t == "emu128" ? HWY_EMU128 : 0;
+      if (bits == 0) {
+        std::fprintf(stderr, "unknown target %s\n", t.c_str());
+        return 2;
+      }
+      // Keep the baseline fallback so dispatch always finds a compiled target.
+      hwy::SetSupportedTargetsForTest(bits | HWY_EMU128);
+      std::printf("dispatch restricted to %s\n", t.c_str());
+    }
+  }
   std::vector<Case> cases;
   for (DType t : {DType::f32, DType::bf16, DType::f16})
     for (int D : {1, 7, 16, 80, 128, 256})

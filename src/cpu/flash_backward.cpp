@@ -217,8 +217,10 @@ void KeyBlockGrads(const BackwardParams& p, int b, int hk, std::int64_t kb0, std
       const std::size_t rows = std::size_t(i1 - i0);
       LoadQueryTile(p, b, h, s, i0, rows, sh, dvec, w);
       for (std::int64_t k = 0; k < nkb; ++k) {
-        const std::int64_t j0 = (kb0 + k) * kBlockK, cols = std::min(kBlockK, s.len_k - j0);
-        if (tile_fully_masked(mask, i0, i1, j0, j0 + cols)) continue;
+        const std::int64_t j0 = (kb0 + k) * kBlockK;
+        // Columns past the last row's end are masked for every row of the tile.
+        const std::int64_t cols = std::min({kBlockK, s.len_k - j0, mask.key_end(i1 - 1) - j0});
+        if (cols <= 0 || tile_fully_masked(mask, i0, i1, j0, j0 + cols)) continue;
         const std::int64_t blk = blk0 + k;
         TileGrad(p, b, h, mask, i0, rows, j0, cols, pk.kt.data() + blk * pk.kt_block,
                  pk.vt.data() + blk * pk.kt_block, sh, w, nullptr, 0);
@@ -283,7 +285,7 @@ void QueryBlockGrads(const BackwardParams& p, const std::vector<Member>& members
     ZeroRow(w.dq.data(), rows * sh.Dp);
     const KeyRange kr = visible_keys(mask, i0, i1);
     for (std::int64_t kb = std::max<std::int64_t>(kr.lo, 0) / kBlockK; kb * kBlockK < kr.hi; ++kb) {
-      const std::int64_t j0 = kb * kBlockK, cols = std::min(kBlockK, s.len_k - j0);
+      const std::int64_t j0 = kb * kBlockK, cols = std::min(kBlockK, kr.hi - j0);
       if (tile_fully_masked(mask, i0, i1, j0, j0 + cols)) continue;
       const std::int64_t blk = ch.base(pair) + kb;
       TileGrad(p, mb.b, mb.h, mask, i0, rows, j0, cols, pk.kt.data() + blk * pk.kt_block,

@@ -115,7 +115,8 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
   // query block can see.
   const std::int64_t kb_first = std::max<std::int64_t>(kr.lo, 0) / kBlockK;
   for (std::int64_t kb = kb_first; kb * kBlockK < kr.hi; ++kb) {
-    const std::int64_t j0 = kb * kBlockK, j1 = std::min(j0 + kBlockK, s.len_k);
+    // Clamped to the last row's end: columns past it are masked for every row.
+    const std::int64_t j0 = kb * kBlockK, j1 = std::min(j0 + kBlockK, kr.hi);
     if (tile_fully_masked(mask, i0, i1, j0, j1)) continue;
     const std::int64_t cols = j1 - j0;
     const std::size_t colsP = std::size_t(round_up(cols, std::int64_t(L)));

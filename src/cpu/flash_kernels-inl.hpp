@@ -29,14 +29,14 @@ using VF = hn::Vec<DF>;
 
 // Register blocking of the GEMM micro-kernel: kMR rows x kNV vectors of
 // accumulators, plus kNV vectors of B and one broadcast of A, must fit in the
-// register file (32 zmm on AVX-512: 24 + 2 + 1; 16 ymm/xmm elsewhere: 12 + 2 + 1).
+// register file (32 zmm on AVX-512: 24 + 4 + 1; 16 ymm/xmm elsewhere: 12 + 2 + 1).
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #ifdef FLASHATTN_CPU_MR512  // tuning experiments only
 inline constexpr std::size_t kMR = FLASHATTN_CPU_MR512;
 inline constexpr std::size_t kNV = FLASHATTN_CPU_NV512;
 #else
-inline constexpr std::size_t kMR = 12;
-inline constexpr std::size_t kNV = 2;
+inline constexpr std::size_t kMR = 6;  // 6 x 4: 24 + 4 + 1 registers; measured over 12 x 2 in docs/perf/cpu.md
+inline constexpr std::size_t kNV = 4;
 #endif
 #elif HWY_TARGET == HWY_EMU128 || HWY_TARGET == HWY_SCALAR
 inline constexpr std::size_t kMR = 4;
