@@ -7,6 +7,7 @@
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
+#include "cuda/sm80/backward_dq.cuh"
 #include "cuda/sm80/backward_kernel.cuh"
 
 namespace flashattn::detail::cuda {
@@ -26,12 +27,13 @@ bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 =
 // in 16-byte rows and dK/dV are written in 4-byte pairs.
 bool gradients_ok(const BackwardParams& p) {
   return aligned16(p.dout) && stride_ok(p.dout_strides) && aligned16(p.dk) && aligned16(p.dv) &&
-         stride_ok(p.dk_strides) && stride_ok(p.dv_strides);
+         stride_ok(p.dk_strides) && stride_ok(p.dv_strides) &&
+         (!p.deterministic || (aligned16(p.dq) && stride_ok(p.dq_strides)));  // the dQ pass writes pairs
 }
 
-template <typename T, int kD, int kBM>
+template <typename T, int kD, int kBM, int kBN>
 void launch(const BackwardParams& p) {
-  using Tr = sm80bwd::BwdTraits<kD, kBM>;
+  using Tr = sm80bwd::BwdTraits<kD, kBM, kBN>;
   const bool det = p.deterministic;
   const bool want_dbias = p.dbias != nullptr;
   const bool dbias_atomic = want_dbias && (!det || bwd::dbias_unreduced(p));
@@ -41,23 +43,36 @@ void launch(const BackwardParams& p) {
   const std::int64_t nkb = (p.seqlen_k + Tr::kBN - 1) / Tr::kBN;
   const std::int64_t blocks = nkb * p.heads_kv * std::int64_t(p.batch);
   if (blocks > 0) {
-    auto kernel = sm80bwd::dkdv_kernel<T, kD, kBM>;
+    auto kernel = sm80bwd::dkdv_kernel<T, kD, kBM, kBN>;
     allow_dynamic_smem(kernel, Tr::kSmemBytes);
     kernel<<<unsigned(blocks), Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, main_sc);
     FA_CUDA_CHECK_LAUNCH();
   }
-  // Deterministic mode: dQ (and a broadcast dbias) by the portable passes, which
-  // sum in a fixed order; the dK/dV above are deterministic by construction.
-  if (det || (want_dbias && !dbias_atomic)) bwd::deterministic_passes(p, sc, det, want_dbias && !dbias_atomic);
+  // Deterministic mode: dQ by a pass over query tiles that sums key tiles in
+  // order, and a broadcast dbias by the portable pass; the dK/dV above are
+  // deterministic by construction.
+  if (det) {
+    using Dq = sm80bwd::DqTraits<kD>;
+    const std::int64_t qblocks = (p.seqlen_q + Dq::kBM - 1) / Dq::kBM * p.heads_q * std::int64_t(p.batch);
+    if (qblocks > 0) {
+      auto kernel = sm80bwd::dq_kernel<T, kD>;
+      allow_dynamic_smem(kernel, Dq::kSmemBytes);
+      kernel<<<unsigned(qblocks), Dq::kThreads, Dq::kSmemBytes, stream_of(p)>>>(p, sc.dsum);
+      FA_CUDA_CHECK_LAUNCH();
+    }
+  }
+  if (want_dbias && !dbias_atomic) bwd::deterministic_passes(p, sc, false, true);
   bwd::finish(p, sc);
 }
 
 template <typename T>
 void launch_dtype(const BackwardParams& p) {
   switch (bucket(p.head_dim)) {
-    case 64: return launch<T, 64, 64>(p);
-    case 96: return launch<T, 96, 64>(p);
-    default: return launch<T, 128, 32>(p);
+    // 128 keys (8 warps) per block: half the dQ atomics and Q/dO reloads of 64;
+    // the query tile is what the dK/dV/S/dP registers leave room for.
+    case 64: return launch<T, 64, 64, 128>(p);
+    case 96: return launch<T, 96, 64, 128>(p);
+    default: return launch<T, 128, 32, 128>(p);
   }
 }
 

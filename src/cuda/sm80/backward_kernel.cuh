@@ -1,5 +1,5 @@
-// The sm80 tensor-core backward kernel (fp16/bf16): one block of 4 warps per
-// (64-key block, kv head, batch). Each warp owns 16 keys and keeps their dK, dV
+// The sm80 tensor-core backward kernel (fp16/bf16): one block of kBN/16 warps
+// per (kBN-key block, kv head, batch). Each warp owns 16 keys and keeps their dK, dV
 // in fp32 registers for the whole block, summed over the q heads of a GQA group.
 // Per query tile (BM rows), with Q/dO streamed by cp.async into swizzled smem:
 //   S^T = K Q^T, dP^T = V dO^T       (mma, keys as rows: warp-private)
@@ -27,9 +27,10 @@ using sm80::Pair;
 using sm80::smem_addr;
 using sm80::swizzle;
 
-template <int kD, int kBM_>
+template <int kD, int kBM_, int kBN_>
 struct BwdTraits {
-  static constexpr int kWarps = 4, kThreads = 128, kBN = 64, kBM = kBM_;
+  static constexpr int kBN = kBN_, kBM = kBM_;
+  static constexpr int kWarps = kBN / 16, kThreads = kWarps * 32;  // a warp per 16 keys
   static constexpr int kRS = (kD + 63) / 64 * 64;  // as sm80::Traits: whole 128-byte lines
   static constexpr int kNT = kBM / 8;               // 8-query tiles of S^T per warp
   static constexpr int kDT = kD / 8;                // 8-column tiles of dK/dV
@@ -52,10 +53,10 @@ __device__ __forceinline__ int opaque_lane() {
   return l;
 }
 
-template <typename T, int kD, int kBM>
-__global__ void __launch_bounds__(128) dkdv_kernel(const BackwardParams p, const bwd::Scratch sc) {
-  using Tr = BwdTraits<kD, kBM>;
-  constexpr int kBN = Tr::kBN, kRS = Tr::kRS, kNT = Tr::kNT, kDT = Tr::kDT;
+template <typename T, int kD, int kBM, int kBN>
+__global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, const bwd::Scratch sc) {
+  using Tr = BwdTraits<kD, kBM, kBN>;
+  constexpr int kRS = Tr::kRS, kNT = Tr::kNT, kDT = Tr::kDT, kThreads = Tr::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
   T* sV = sK + kBN * kRS;
@@ -75,40 +76,40 @@ __global__ void __launch_bounds__(128) dkdv_kernel(const BackwardParams p, const
   const int hk = int(idx % p.heads_kv);
   const int b = int(idx / p.heads_kv);
   const SequenceView s = sequence(p, b);
-  const std::int64_t j0 = kb * kBN;
-  if (j0 >= s.len_k) return;
+  if (kb * kBN >= s.len_k) return;
+  const int j0 = int(kb * kBN);  // lengths < 2^31 - 256 (sm80_backward_unsupported)
   const int keys = s.len_k - j0 < kBN ? int(s.len_k - j0) : kBN;
   const Mask m = make_mask(p, s);
-  std::int64_t qlo = 0, qhi = s.len_q;
+  std::int64_t qlo = 0, qhi = s.len_q;  // int64: the window arithmetic may leave int range
   if (m.right >= 0) qlo = j0 - m.diag - m.right > 0 ? j0 - m.diag - m.right : 0;
   if (m.left >= 0) qhi = j0 + keys - m.diag + m.left < s.len_q ? j0 + keys - m.diag + m.left : s.len_q;
-  const std::int64_t ntiles = qhi > qlo ? (qhi - qlo + kBM - 1) / kBM : 0;
+  const int ntiles = qhi > qlo ? int((qhi - qlo + kBM - 1) / kBM) : 0;
   const int group = p.heads_q / p.heads_kv;
-  const std::int64_t total = ntiles * group;
+  const int total = ntiles * group;
+  const int qfirst = int(qlo);
 
   const T* qg = static_cast<const T*>(p.q);
   const T* og = static_cast<const T*>(p.dout);
   const bool shaped = p.softcap > 0.f || p.bias != nullptr || p.alibi != nullptr;
 
-  sm80::load_tile<T, kBN, kD, 128>(sK, static_cast<const T*>(p.k) + operand_offset(p.k_strides, b, s.k_row0, j0, hk),
+  sm80::load_tile<T, kBN, kD, kThreads>(sK, static_cast<const T*>(p.k) + operand_offset(p.k_strides, b, s.k_row0, j0, hk),
                                    p.k_strides.row, keys, p.head_dim, tid);
-  sm80::load_tile<T, kBN, kD, 128>(sV, static_cast<const T*>(p.v) + operand_offset(p.v_strides, b, s.k_row0, j0, hk),
+  sm80::load_tile<T, kBN, kD, kThreads>(sV, static_cast<const T*>(p.v) + operand_offset(p.v_strides, b, s.k_row0, j0, hk),
                                    p.v_strides.row, keys, p.head_dim, tid);
   __pipeline_commit();
 
   // Query tile t of the flattened (head, tile) sequence.
-  auto tile_of = [&](std::int64_t t, int& h, std::int64_t& i0) {
-    h = hk * group + int(t / ntiles);
-    i0 = qlo + (t % ntiles) * kBM;
+  auto tile_of = [&](int t, int& h, int& i0) {
+    h = hk * group + t / ntiles;
+    i0 = qfirst + (t % ntiles) * kBM;
   };
-  auto load_q = [&](std::int64_t t) {
-    int h;
-    std::int64_t i0;
+  auto load_q = [&](int t) {
+    int h, i0;
     tile_of(t, h, i0);
     const int rows = s.len_q - i0 < kBM ? int(s.len_q - i0) : kBM;
-    sm80::load_tile<T, kBM, kD, 128>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, i0, h), p.q_strides.row,
+    sm80::load_tile<T, kBM, kD, kThreads>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, i0, h), p.q_strides.row,
                                      rows, p.head_dim, tid);
-    sm80::load_tile<T, kBM, kD, 128>(sO, og + operand_offset(p.dout_strides, b, s.q_row0, i0, h),
+    sm80::load_tile<T, kBM, kD, kThreads>(sO, og + operand_offset(p.dout_strides, b, s.q_row0, i0, h),
                                      p.dout_strides.row, rows, p.head_dim, tid);
     __pipeline_commit();
     if (tid < kBM) {
@@ -130,9 +131,8 @@ __global__ void __launch_bounds__(128) dkdv_kernel(const BackwardParams p, const
     for (int e = 0; e < 4; ++e) dK[dt][e] = dV[dt][e] = 0.f;
 
   if (total > 0) load_q(0);
-  for (std::int64_t t = 0; t < total; ++t) {
-    int h;
-    std::int64_t i0;
+  for (int t = 0; t < total; ++t) {
+    int h, i0;
     tile_of(t, h, i0);
     __pipeline_wait_prior(0);
     __syncthreads();  // Q/dO/lse/D of tile t (and K/V) are in smem
