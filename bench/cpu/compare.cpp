@@ -30,6 +30,7 @@ struct Case {
   bool causal = false, top_left = false;
   int wl = -1, wr = -1;
   float softcap = 0;
+  float scale = 0;  // 0: the default 1/sqrt(D)
   int bias = 0;  // 0 none, 1 full, 2 broadcast batch, 3 broadcast heads, 4 both
   bool bias_f32 = true, alibi = false, varlen = false, bhsd = false, dbias = false;
   std::vector<int> lens_q, lens_k;  // varlen
@@ -117,6 +118,7 @@ bool run(const Case& c, bool repeat) {
   o.window_left = c.wl;
   o.window_right = c.wr;
   o.softcap = c.softcap;
+  if (c.scale != 0) o.softmax_scale = c.scale;
   const int bb = (c.bias == 2 || c.bias == 4) ? 1 : B, bh = (c.bias == 3 || c.bias == 4) ? 1 : c.Hq;
   const DType bdt = c.bias_f32 ? DType::f32 : c.dtype;
   Buf bias(bdt, c.bias ? std::int64_t(bb) * bh * Sq * Sk : 0);
@@ -243,6 +245,8 @@ int main(int argc, char** argv) {
     c.varlen = true, c.causal = true, c.bias = 4, c.dbias = true, c.lens_q = {50, 0, 130}, c.lens_k = {70, 0, 100};
   });
   add([](Case& c) { c.Sq = 1000, c.Sk = 1000, c.D = 128, c.causal = true, c.B = 1, c.Hq = 2, c.Hkv = 2; });
+  add([](Case& c) { c.scale = -0.3f, c.causal = true; });
+  add([](Case& c) { c.scale = 0.9f, c.Sq = 300, c.Sk = 1024, c.D = 128; });
   add([](Case& c) { c.Sk = 0; });
   add([](Case& c) { c.Sq = 0; });
   add([](Case& c) { c.D = 256, c.softcap = 5.0f, c.bias = 1, c.dbias = true, c.wl = 30, c.wr = 60, c.alibi = true; });

@@ -1,7 +1,8 @@
 // Measures, on one core: (1) the fp32 FMA peak (independent FMA chains in
 // registers), (2) the flash backend's tile GEMM on the real tile shapes, and
 // (3) OpenBLAS's cblas_sgemm on the same shapes (docs/perf/cpu.md).
-//   flashattn_cpu_gemm_bench [D]      (default D = 128)
+//   flashattn_cpu_gemm_bench [D] [T]   (default D = 128; T: also measure the FMA
+//                                      peak with T threads at once, summed)
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "gemm_bench.cpp"
 #define HWY_DISABLED_TARGETS HWY_SSSE3
@@ -130,6 +131,19 @@ int main(int argc, char** argv) {
   const int M = int(kBlockQ), N = int(kBlockK);
   std::printf("target: %s\n", HWY_DYNAMIC_DISPATCH(Target)());
   std::printf("fp32 FMA peak, one core: %.1f GFLOP/s\n", HWY_DYNAMIC_DISPATCH(FmaPeak)());
+  if (argc > 2) {
+    // All cores busy at once: the clock a core keeps under full AVX-512 load of
+    // all of them may be lower than with one core busy.
+    const int T = std::atoi(argv[2]);
+    double sum = 0, lo = 1e30;
+#pragma omp parallel num_threads(T) reduction(+ : sum) reduction(min : lo)
+    {
+      const double g = HWY_DYNAMIC_DISPATCH(FmaPeak)();
+      sum += g;
+      lo = g;
+    }
+    std::printf("fp32 FMA peak, %d cores at once: %.1f GFLOP/s (slowest core %.1f)\n", T, sum, lo);
+  }
   std::printf("shape (M x N x K)            own      own+transpose   OpenBLAS\n");
   std::printf("S = Q K^T  %3d x %3d x %3d  %6.1f   %6.1f          %6.1f  GFLOP/s\n", M, N, D,
               HWY_DYNAMIC_DISPATCH(OwnGemm)(M, N, D, false), HWY_DYNAMIC_DISPATCH(OwnGemm)(M, N, D, true),

@@ -146,10 +146,11 @@ void TileGrad(const BackwardParams& p, int b, int h, const Mask& mask, std::int6
       ZeroRow(g, colsP);
       continue;
     }
+    const bool fold = full && !p.bias && !p.alibi && p.softcap <= 0 && std::size_t(cols) == colsP;
     if (p.softcap > 0) {
       SoftcapRow(x, colsP, p.scale, p.softcap);
       std::copy(x, x + colsP, cap);
-    } else {
+    } else if (!fold) {
       ScaleRow(x, colsP, p.scale);
     }
     if (p.bias) {
@@ -164,10 +165,19 @@ void TileGrad(const BackwardParams& p, int b, int h, const Mask& mask, std::int6
     }
     for (std::int64_t c = 0; c < lo; ++c) x[c] = kNegInf;
     for (std::int64_t c = hi; c < std::int64_t(colsP); ++c) x[c] = kNegInf;
-    ExpRow(x, colsP, lse);
+    if (fold)  // plain scores: the scale goes into the exponent
+      ExpScaledRow(x, colsP, p.scale, lse);
+    else
+      ExpRow(x, colsP, lse);
 
     // dS = P * (dP - D); then the bias gradient; then the cap derivative and scale.
     const VF vd = hn::Set(df, w.dvec.data()[r]);
+    if (!dbias_rows && p.softcap <= 0) {  // the common case in one pass
+      const VF sc = hn::Set(df, p.scale);
+      for (std::size_t c = 0; c < colsP; c += sh.L)
+        hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(df, x + c), sc), hn::Sub(hn::LoadU(df, g + c), vd)), df, g + c);
+      continue;
+    }
     for (std::size_t c = 0; c < colsP; c += sh.L)
       hn::StoreU(hn::Mul(hn::LoadU(df, x + c), hn::Sub(hn::LoadU(df, g + c), vd)), df, g + c);
     if (dbias_rows) AddRow(dbias_rows + std::int64_t(r) * ld_dbias, g, std::size_t(cols));

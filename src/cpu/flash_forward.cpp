@@ -128,7 +128,9 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
          std::size_t(kBlockK), false);
 
     const bool full = tile_fully_visible(mask, i0, i1, j0, j1);
-    const bool plain = PlainScores(p);
+    // Folding needs a positive scale (so that max commutes with it) and a tile
+    // with nothing to mask or add.
+    const bool fold = PlainScores(p) && p.scale > 0 && full && std::size_t(cols) == colsP;
     for (std::size_t r = 0; r < rows; ++r) {
       const std::int64_t i = i0 + std::int64_t(r);
       float* x = st + r * std::size_t(kBlockK);
@@ -137,10 +139,16 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
         LoadRowF32(p.bias, p.bias_dtype, bias_offset(p, b, h, i, j0), std::size_t(cols), w.bias.data());
         bias_row = w.bias.data();
       }
+      if (fold) {  // plain scores: the scale goes into the max and the exponent
+        const float m_new = std::max(m[r], MaxRow(x, colsP) * p.scale);
+        const float alpha = std::exp(m[r] - m_new);  // m_new is finite here
+        l[r] = l[r] * alpha + ExpScaledRow(x, colsP, p.scale, m_new);
+        m[r] = m_new;
+        if (alpha != 1.0f) ScaleRow(o + r * Dp, Dp, alpha);
+        continue;
+      }
       float row_max;
-      if (plain && full && std::size_t(cols) == colsP) {
-        row_max = ScaleMaxRow(x, colsP, p.scale);
-      } else {
+      {
         const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
         const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
         ShapeRow(p, x, colsP, cols, bias_row, slope, i + mask.diag - j0, lo, hi);

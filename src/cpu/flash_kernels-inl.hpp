@@ -195,19 +195,6 @@ inline void AlibiRow(float* x, std::size_t n, float slope, std::int64_t d0) {
   }
 }
 
-// x[c] *= s for c < n (multiple of the lanes); returns the new max.
-inline float ScaleMaxRow(float* x, std::size_t n, float s) {
-  const DF df;
-  const VF vs = hn::Set(df, s);
-  VF m = hn::Set(df, -std::numeric_limits<float>::infinity());
-  for (std::size_t c = 0; c < n; c += hn::Lanes(df)) {
-    const VF y = hn::Mul(hn::LoadU(df, x + c), vs);
-    m = hn::Max(m, y);
-    hn::StoreU(y, df, x + c);
-  }
-  return hn::GetLane(hn::MaxOfLanes(df, m));
-}
-
 // max over x[0, n) (multiple of the lanes).
 inline float MaxRow(const float* x, std::size_t n) {
   const DF df;
@@ -224,6 +211,20 @@ inline float ExpRow(float* x, std::size_t n, float sub) {
   VF sum = hn::Zero(df);
   for (std::size_t c = 0; c < n; c += hn::Lanes(df)) {
     const VF e = hn::Exp(df, hn::Sub(hn::LoadU(df, x + c), vsub));
+    sum = hn::Add(sum, e);
+    hn::StoreU(e, df, x + c);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, sum));
+}
+
+// x[c] = exp(x[c] * scale - sub) for c < n (multiple of the lanes): the scale
+// folded into the exponent saves a pass; returns the sum. -inf entries give 0.
+inline float ExpScaledRow(float* x, std::size_t n, float scale, float sub) {
+  const DF df;
+  const VF vs = hn::Set(df, scale), vsub = hn::Set(df, sub);
+  VF sum = hn::Zero(df);
+  for (std::size_t c = 0; c < n; c += hn::Lanes(df)) {
+    const VF e = hn::Exp(df, hn::MulSub(hn::LoadU(df, x + c), vs, vsub));
     sum = hn::Add(sum, e);
     hn::StoreU(e, df, x + c);
   }
