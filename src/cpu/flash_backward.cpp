@@ -333,7 +333,12 @@ void BackwardImpl(const BackwardParams& p) {
   for (int b = 0; b < p.batch; ++b) max_len_q = std::max(max_len_q, sequence(p, b).len_q);
   const std::int64_t pairs = std::int64_t(p.batch) * p.heads_kv;
   const double dq_bytes = double(group) * double(max_len_q) * double(sh.Dp) * 4.0 * nthreads;
-  const bool fused = p.dbias == nullptr && pairs >= 2 * nthreads && dq_bytes <= double(1 << 30);
+  // Fused costs 5 tile products per (query tile, key block) but parallelizes only
+  // over pairs; two-pass costs 7 (S and dP are computed twice) and parallelizes
+  // finely. Pick the shorter expected makespan, with pairs of equal cost.
+  const double fused_span = 5.0 * double((pairs + nthreads - 1) / nthreads);
+  const double two_pass_span = 7.0 * double(pairs) / double(nthreads);
+  const bool fused = p.dbias == nullptr && fused_span <= two_pass_span && dq_bytes <= double(1 << 30);
 
   thread_local PackedBwd pk_cache;  // reused across calls; a reference for the parallel regions
   PackedBwd& pk = pk_cache;
