@@ -177,6 +177,22 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     for (int ks = 0; ks < BN / 16; ++ks) p_fragment<T>(s, ks, pa[ks]);
   };
 
+  // Ping-pong (FlashAttention-3): the two consumer warpgroups take turns issuing
+  // their GEMMs, so one's softmax (bound by the 16 exp/clock/SM of the MUFU) runs
+  // while the other's GEMMs keep the tensor cores busy. Named barrier 2 + w is
+  // "warpgroup w may issue"; each warpgroup opens the other's after issuing. Both
+  // walk the same tiles and key blocks, so their issue points pair up one to one.
+  const int other = 1 - wg;
+  auto turn_begin = [&] {
+    if constexpr (Cfg::kPingPong) named_barrier_sync(2 + wg, 256);
+  };
+  auto turn_end = [&] {
+    if constexpr (Cfg::kPingPong) named_barrier_arrive(2 + other, 256);
+  };
+  if constexpr (Cfg::kPingPong) {
+    if (wg == 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
+  }
+
   for (int tile = blockIdx.x; tile < a.sched.num_tiles(); tile += gridDim.x) {
     const TileCoord c = a.sched.tile(tile);
     // Only 32-bit values stay live through the mainloop; the epilogue recomputes
@@ -214,10 +230,15 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       // Prologue: the first S and its softmax.
       int st = kv_iter % Cfg::kStages;
       mbar_wait(&sm.k_full[st], (kv_iter / Cfg::kStages) & 1);
+      turn_begin();
       issue_s(st);
+      turn_end();
       wgmma_wait<0>();
       fence_s();
       mbar_arrive(&sm.k_empty[st]);
+      // Q is free once the tile's last S is in: the producer can bring the next
+      // tile's Q during this tile's last softmax, P.V and epilogue.
+      if (n == n_lo) mbar_arrive(sm.q_empty);
       float corr[2];
       softmax.step(s, a.sm, needs_mask(n), n * BN, kb, ke, corr);
       to_p();
@@ -227,24 +248,30 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
         v_ready(st, n);
         if constexpr (Cfg::kOverlap) {
           mbar_wait(&sm.k_full[st_next], ((kv_iter + 1) / Cfg::kStages) & 1);
+          turn_begin();
           issue_s(st_next);
           issue_pv(st);
+          turn_end();
           wgmma_wait<1>();  // S(n-1) is in; P(n).V(n) may still run
           fence_s();
           mbar_arrive(&sm.k_empty[st_next]);  // the producer may refill K right away
+          if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
           wgmma_wait<0>();
           fence_o();
           mbar_arrive(&sm.v_empty[st]);
         } else {
-          issue_pv(st);
           mbar_wait(&sm.k_full[st_next], ((kv_iter + 1) / Cfg::kStages) & 1);
+          turn_begin();
+          issue_pv(st);
           issue_s(st_next);
+          turn_end();
           wgmma_wait<0>();
           fence_s();
           fence_o();
           mbar_arrive(&sm.k_empty[st_next]);
           mbar_arrive(&sm.v_empty[st]);
+          if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
         }
 #pragma unroll
@@ -255,18 +282,25 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       }
       // Epilogue of the pipeline: the last P.V.
       v_ready(st, n);
+      turn_begin();
       issue_pv(st);
+      turn_end();
       wgmma_wait<0>();
       fence_o();
       mbar_arrive(&sm.v_empty[st]);
       ++kv_iter;
     }
-    mbar_arrive(sm.q_empty);
+    if (n_hi <= n_lo) mbar_arrive(sm.q_empty);  // no key block: Q was never read
     float inv[2], lse[2];
     softmax.finish(a.sm, inv, lse);
     const BlockInfo<BM, BN> info(p, c);
     store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
     ++tile_iter;
+  }
+  // Warpgroup 1's last turn_end opened barrier 2 with nobody to take it: take it,
+  // so that no named barrier is left half-arrived at exit.
+  if constexpr (Cfg::kPingPong) {
+    if (wg == 0) named_barrier_sync(2, 256);
   }
 }
 
