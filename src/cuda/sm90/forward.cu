@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -105,8 +104,6 @@ bool tma_ok(const void* ptr, const OperandStrides& st, bool varlen, int batch, i
 
 const char* sm90_unsupported(const ForwardParams& p, bool backward) {
   if (backward) return "no Hopper backward kernel";
-  // Until the kernel has passed its device tests, dispatch only takes it on request.
-  if (std::getenv("FLASHATTN_SM90_EXPERIMENTAL") == nullptr) return "not yet verified on a device";
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "the wgmma kernel takes bf16 and fp16 only";
   if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return "head dim is not 64, 128 or 256";
   if (p.bias != nullptr) return "no attention bias in the wgmma kernel";

@@ -23,8 +23,6 @@ struct TileConfig {
   // overlap): needs S, P and O live at once; at D = 256 that is 176 accumulator
   // registers of the 240 and ptxas spills, so D = 256 runs the GEMMs back to back.
   static constexpr bool kOverlap = D <= 128;
-  // Consumer warpgroups alternate GEMM issue (named barriers), see mainloop.cuh.
-  static constexpr bool kPingPong = true;
   static constexpr int kChunks = D / 64;  // 128-byte swizzle: one TMA box per 64 columns
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   // setmaxnreg budgets (multiples of 8; 128*24 + 256*240 <= 65536): the producer

@@ -183,15 +183,9 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   // "warpgroup w may issue"; each warpgroup opens the other's after issuing. Both
   // walk the same tiles and key blocks, so their issue points pair up one to one.
   const int other = 1 - wg;
-  auto turn_begin = [&] {
-    if constexpr (Cfg::kPingPong) named_barrier_sync(2 + wg, 256);
-  };
-  auto turn_end = [&] {
-    if constexpr (Cfg::kPingPong) named_barrier_arrive(2 + other, 256);
-  };
-  if constexpr (Cfg::kPingPong) {
-    if (wg == 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
-  }
+  auto turn_begin = [&] { named_barrier_sync(2 + wg, 256); };
+  auto turn_end = [&] { named_barrier_arrive(2 + other, 256); };
+  if (wg == 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
 
   for (int tile = blockIdx.x; tile < a.sched.num_tiles(); tile += gridDim.x) {
     const TileCoord c = a.sched.tile(tile);
@@ -299,9 +293,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   }
   // Warpgroup 1's last turn_end opened barrier 2 with nobody to take it: take it,
   // so that no named barrier is left half-arrived at exit.
-  if constexpr (Cfg::kPingPong) {
-    if (wg == 0) named_barrier_sync(2, 256);
-  }
+  if (wg == 0) named_barrier_sync(2, 256);
 }
 
 }  // namespace flashattn::detail::cuda::sm90
