@@ -11,9 +11,11 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   libhwy-dev libcli11-dev nlohmann-json3-dev libgtest-dev libopenblas-dev \
   python3 python3-pip >/dev/null
 # Python side: the package's build backend and the test runner; numpy for tests.
-# cuobjdump (matching nvcc 13.0) lets the SASS check run where the toolkit ships none.
+# cuobjdump lets the SASS check run where the toolkit ships none; --dump-sass also needs
+# nvdisasm. PyPI's oldest 13.x release of both is 13.2 (no 13.0); it reads nvcc 13.0 cubins.
 PIP="python3 -m pip install -q --disable-pip-version-check"
 $PIP numpy nanobind scikit-build-core pytest 2>/dev/null || $PIP --break-system-packages numpy nanobind scikit-build-core pytest
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
-  $PIP "nvidia-cuda-cuobjdump==13.0.*" 2>/dev/null || $PIP --break-system-packages "nvidia-cuda-cuobjdump==13.0.*" || true
+  SASS_TOOLS="nvidia-cuda-cuobjdump==13.2.* nvidia-cuda-nvdisasm==13.2.*"
+  $PIP $SASS_TOOLS 2>/dev/null || $PIP --break-system-packages $SASS_TOOLS || true
 fi
