@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
   const int D = argc > 1 ? std::atoi(argv[1]) : 128;
   openblas_set_num_threads(1);
   const int M = int(kBlockQ), N = int(kBlockK);
-  std::printf("target: %s\n", HWY_DYNAMIC_DISPATCH(Target)());
+  std::printf("target: %s; OpenBLAS %s, core %s\n", HWY_DYNAMIC_DISPATCH(Target)(), openblas_get_config(),
+              openblas_get_corename());
   std::printf("fp32 FMA peak, one core: %.1f GFLOP/s\n", HWY_DYNAMIC_DISPATCH(FmaPeak)());
   if (argc > 2) {
     // All cores busy at once: the clock a core keeps under full AVX-512 load of
