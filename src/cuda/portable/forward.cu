@@ -7,12 +7,6 @@
 
 namespace flashattn::detail::cuda {
 
-// Default until the backward engineer's portable backward defines its own
-// (strong) version in portable/backward.cu.
-__attribute__((weak)) const char* portable_backward_unsupported(const ForwardParams&) {
-  return "the portable backward kernel is not implemented yet";
-}
-
 namespace {
 
 template <int kD>

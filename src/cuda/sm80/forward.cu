@@ -8,12 +8,6 @@
 
 namespace flashattn::detail::cuda {
 
-// Default until the backward engineer's sm80 backward defines its own (strong)
-// version in sm80/backward.cu.
-__attribute__((weak)) const char* sm80_backward_unsupported(const ForwardParams&) {
-  return "the sm80 backward kernel is not implemented yet";
-}
-
 namespace {
 
 // Supported head dims; others run padded up to the next one (zero-filled loads).
