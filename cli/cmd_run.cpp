@@ -14,7 +14,8 @@ namespace {
 
 struct RunArgs {
   int batch = 2, heads = 16, heads_k = 0, headdim = 128;
-  std::int64_t seqlen = 2048, seqlen_q = 0, seqlen_k = 0;
+  std::int64_t seqlen = 2048;
+  std::optional<std::int64_t> seqlen_q, seqlen_k;
   std::string dtype = "bf16", alignment = "bottom-right", window, device = "auto", backend = "auto";
   bool causal = true, alibi = false, backward = false;
   float softcap = 0;
@@ -96,8 +97,8 @@ int run(const RunArgs& a) {
     s.heads = a.heads;
     s.heads_k = a.heads_k > 0 ? a.heads_k : a.heads;
     s.head_dim = a.headdim;
-    s.seqlen_q = a.seqlen_q > 0 ? a.seqlen_q : a.seqlen;
-    s.seqlen_k = a.seqlen_k > 0 ? a.seqlen_k : a.seqlen;
+    s.seqlen_q = a.seqlen_q.value_or(a.seqlen);
+    s.seqlen_k = a.seqlen_k.value_or(a.seqlen);
     s.dtype = parse_dtype(a.dtype);
     if (s.batch < 0 || s.heads < 1 || s.heads_k < 1 || s.head_dim < 1 || s.seqlen_q < 0 || s.seqlen_k < 0)
       throw UsageError("sizes: batch, seqlens >= 0 and heads, headdim >= 1 are required");
@@ -152,6 +153,7 @@ int run(const RunArgs& a) {
             << (s.dtype == DType::f32 ? "max abs err <= 1e-4 * max|ref| + 1e-6"
                                       : "max abs err <= 2x naive same-precision error + 2 ulps")
             << "\n";
+  if (rows.empty()) std::cout << "    nothing to check: the problem has no query rows\n";
   if (!rows.empty()) {
     const CheckResult rc = check_rows(in, got, rows, a.backward);
     for (const auto& st : rc.stats) print_stat(st, s.dtype, ("(" + std::to_string(rows.size()) + " sampled rows)").c_str());
