@@ -8,6 +8,10 @@ JOBS=${JOBS:-$(nproc)}
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$JOBS"
 ctest --preset release -j "$JOBS"
-python3 -m pip install -q --disable-pip-version-check --no-build-isolation . 2>/dev/null \
-  || python3 -m pip install -q --disable-pip-version-check --no-build-isolation --break-system-packages .
+# FLASHATTN_PY_CUDA=OFF builds the Python extension without the CUDA backends
+# (CI sets it: the CUDA code was already compiled above, and a second CUDA build
+# would double CI time). By default pip builds them when nvcc is present.
+PIP_ARGS=(-q --disable-pip-version-check --no-build-isolation)
+if [ -n "${FLASHATTN_PY_CUDA:-}" ]; then PIP_ARGS+=(-C "cmake.define.FLASHATTN_CUDA=${FLASHATTN_PY_CUDA}"); fi
+python3 -m pip install "${PIP_ARGS[@]}" . 2>/dev/null || python3 -m pip install "${PIP_ARGS[@]}" --break-system-packages .
 cd python/tests && python3 -m pytest -q -rs .
