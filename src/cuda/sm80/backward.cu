@@ -31,6 +31,19 @@ bool gradients_ok(const BackwardParams& p) {
          (!p.deterministic || (aligned16(p.dq) && stride_ok(p.dq_strides)));  // the dQ pass writes pairs
 }
 
+// The launch shapes, per head-dim bucket (see launch_dtype).
+using Cfg64 = sm80bwd::BwdTraits<64, 64, 128>;
+using Cfg96 = sm80bwd::BwdTraits<96, 64, 128>;
+using Cfg128 = sm80bwd::BwdTraits<128, 32, 128>;
+
+std::size_t smem_bytes(int d) {
+  switch (d) {
+    case 64: return Cfg64::kSmemBytes;
+    case 96: return Cfg96::kSmemBytes;  // 114 KiB: above sm_86/sm_89's 99 KiB
+    default: return Cfg128::kSmemBytes;
+  }
+}
+
 template <typename T, int kD, int kBM, int kBN>
 void launch(const BackwardParams& p) {
   using Tr = sm80bwd::BwdTraits<kD, kBM, kBN>;
@@ -70,9 +83,9 @@ void launch_dtype(const BackwardParams& p) {
   switch (bucket(p.head_dim)) {
     // 128 keys (8 warps) per block: half the dQ atomics and Q/dO reloads of 64;
     // the query tile is what the dK/dV/S/dP registers leave room for.
-    case 64: return launch<T, 64, 64, 128>(p);
-    case 96: return launch<T, 96, 64, 128>(p);
-    default: return launch<T, 128, 32, 128>(p);
+    case 64: return launch<T, 64, Cfg64::kBM, Cfg64::kBN>(p);
+    case 96: return launch<T, 96, Cfg96::kBM, Cfg96::kBN>(p);
+    default: return launch<T, 128, Cfg128::kBM, Cfg128::kBN>(p);
   }
 }
 
@@ -88,6 +101,10 @@ const char* sm80_backward_unsupported(const ForwardParams& p) {
     return "batch/row/head strides of q, k, v and out must be multiples of 8 elements";
   if (p.seqlen_q > INT_MAX - 256 || p.seqlen_k > INT_MAX - 256)
     return "sequence lengths must stay below 2^31 - 256 (32-bit tile indices)";
+  if ((p.seqlen_q / 32 + 1) * (p.heads_q / p.heads_kv) > INT_MAX)
+    return "query tiles times GQA group size must fit in 32 bits";
+  if (smem_bytes(bucket(p.head_dim)) > current_device_info().smem_optin)
+    return "this head dim's backward tiles need more shared memory per block than the device offers";
   return nullptr;
 }
 
