@@ -119,8 +119,8 @@ const char* sm90_unsupported(const ForwardParams& p, bool backward) {
       !sm90::tma_ok(p.k, p.k_strides, varlen, p.batch, p.heads_kv, krows) ||
       !sm90::tma_ok(p.v, p.v_strides, varlen, p.batch, p.heads_kv, krows))
     return "q/k/v need a 16-byte aligned base and strides that are multiples of 8 elements (TMA)";
-  if (reinterpret_cast<std::uintptr_t>(p.out) % 16 != 0 || p.out_strides.row % 8 != 0 ||
-      p.out_strides.head % 8 != 0 || p.out_strides.batch % 8 != 0)
+  // The epilogue stores element pairs; the same rule keeps room for 16-byte stores.
+  if (!sm90::tma_ok(p.out, p.out_strides, varlen, p.batch, p.heads_q, qrows))
     return "out needs a 16-byte aligned base and strides that are multiples of 8 elements";
   return nullptr;
 }

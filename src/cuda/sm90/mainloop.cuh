@@ -1,9 +1,10 @@
 // The producer/consumer pipeline. One thread of the producer warpgroup streams Q
 // (once per tile) and K, V (one stage per key block) into a ring of shared-memory
-// stages with TMA; each stage has a "full" mbarrier per operand (completed by the
-// copy engine's byte count) and one "empty" mbarrier (completed when every consumer
-// thread has finished reading it). Consumer warpgroups run S = Q.K^T and O += P.V
-// on wgmma, the online softmax in between.
+// stages with TMA. Each operand of a stage has a "full" mbarrier (completed by the
+// copy engine's byte count) and an "empty" one (completed when every consumer
+// thread is done reading it; K is released as soon as its S is in, V after P.V).
+// Two consumer warpgroups run S = Q.K^T and O += P.V on wgmma with the online
+// softmax in between, taking turns on the tensor cores (ping-pong).
 #pragma once
 #include <cuda.h>
 
