@@ -1,11 +1,11 @@
 // The sm80 tensor-core forward kernel (fp16/bf16): mma.sync m16n8k16 with
-// ldmatrix, K/V streamed through a 2-stage cp.async pipeline into swizzled
+// ldmatrix, K/V streamed through a 2- or 3-stage cp.async pipeline into swizzled
 // shared memory, Q in registers where it fits, fp32 accumulators,
 // online softmax in registers in log2 units.
 //
 // Stages of one work item (a 128-row query tile of one batch/head):
 //   prologue  Q tile and the first K/V tile in flight; Q -> registers
-//   main loop per key tile: prefetch the next K/V tile, S = Q K^T, shape/mask
+//   main loop per key tile: refill the stage freed by the previous tile, S = Q K^T, mask/shape
 //             (only on tiles that need it), online softmax, O += P V
 //   epilogue  O / l and lse to global memory
 #pragma once
@@ -121,8 +121,13 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     load_tile<T, kBM, kD, kThreads>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, m0, h), p.q_strides.row,
                                     rows, p.head_dim, tid);
     __pipeline_commit();
-    if (n_first < ke) load_kv(n_first, 0);
-    __pipeline_commit();
+    // The first kStages-1 key tiles in flight (one commit group each, empty
+    // groups included, so that group counts stay uniform).
+#pragma unroll
+    for (int st = 0; st < Tr::kStages - 1; ++st) {
+      if (n_first + st * kBN < ke) load_kv(n_first + st * kBN, st);
+      __pipeline_commit();
+    }
 
     float O[kMT][kDT][4];
 #pragma unroll
@@ -140,7 +145,7 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     };
     constexpr int kQRegs = Tr::kQInRegs ? kKS : 1;
     std::uint32_t qf[kMT][kQRegs][4];
-    __pipeline_wait_prior(1);  // Q has landed
+    __pipeline_wait_prior(Tr::kStages - 1);  // Q has landed
     __syncthreads();
     if constexpr (Tr::kQInRegs) {
 #pragma unroll
@@ -150,12 +155,16 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     }
 
     // ---- main loop over key tiles
+    // One barrier per tile: after it, this tile's K/V are visible to all and
+    // every warp is done with the previous tile, whose stage is refilled with
+    // the tile kStages-1 ahead.
     int stage = 0;
-    for (int n0 = n_first; n0 < ke; n0 += kBN, stage ^= 1) {
-      if (n0 + kBN < ke) load_kv(n0 + kBN, stage ^ 1);
-      __pipeline_commit();
-      __pipeline_wait_prior(1);  // this tile's K/V have landed
+    for (int n0 = n_first; n0 < ke; n0 += kBN) {
+      __pipeline_wait_prior(Tr::kStages - 2);  // this tile's K/V have landed
       __syncthreads();
+      const int refill = stage == 0 ? Tr::kStages - 1 : stage - 1;
+      if (n0 + (Tr::kStages - 1) * kBN < ke) load_kv(n0 + (Tr::kStages - 1) * kBN, refill);
+      __pipeline_commit();
       const std::uint32_t sKs = sK_addr + stage * (kBN * kRS * 2);
       const std::uint32_t sVs = sV_addr + stage * (kBN * kRS * 2);
 
@@ -221,7 +230,7 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
           }
         }
       }
-      __syncthreads();  // everyone is done with this stage before it is refilled
+      stage = stage == Tr::kStages - 1 ? 0 : stage + 1;
     }
     __pipeline_wait_prior(0);
 

@@ -67,6 +67,7 @@ struct SoftmaxState {
   // scale folds into one FFMA per element; shaped scores arrive with c = 1.
   template <int kN, int kDT>
   __device__ __forceinline__ void update(float (&S)[kN][4], float (&O)[kDT][4], float c) {
+    float alpha[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float mx = -INFINITY;
@@ -78,7 +79,7 @@ struct SoftmaxState {
       const float m_new = fmaxf(m[half], mx * c);
       // Rows that have seen only -inf keep base 0: exp2 then gives 0, not NaN.
       const float base = m_new == -INFINITY ? 0.0f : m_new;
-      const float alpha = fast_exp2(m[half] - base);
+      alpha[half] = fast_exp2(m[half] - base);
       m[half] = m_new;
       float sum = 0.0f;
 #pragma unroll
@@ -87,11 +88,17 @@ struct SoftmaxState {
         S[nt][2 * half + 1] = fast_exp2(fmaf(S[nt][2 * half + 1], c, -base));
         sum += S[nt][2 * half] + S[nt][2 * half + 1];
       }
-      l[half] = l[half] * alpha + sum;
+      l[half] = l[half] * alpha[half] + sum;
+    }
+    // Once the running max settles, most tiles leave it unchanged: the warp
+    // skips the D/2 multiplies of the rescale unless some row's max moved.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
-        O[dt][2 * half] *= alpha;
-        O[dt][2 * half + 1] *= alpha;
+        O[dt][0] *= alpha[0];
+        O[dt][1] *= alpha[0];
+        O[dt][2] *= alpha[1];
+        O[dt][3] *= alpha[1];
       }
     }
   }

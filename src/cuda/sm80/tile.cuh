@@ -31,8 +31,10 @@ struct Traits {
   // swizzle below works on 8-chunk groups (96 is stored as 128).
   static constexpr int kRS = (kD + 63) / 64 * 64;
   static constexpr int kChunks = kD / 8;  // 16-byte chunks per row that hold data
-  static constexpr int kStages = 2;
-  static constexpr std::size_t kSmemElems = std::size_t(kBM + 2 * kStages * kBN) * kRS;
+  // Three stages (two tiles of lookahead) where two blocks per SM still fit
+  // an A100's 164 KB; the large head dims keep two.
+  static constexpr int kStages = kD <= 128 ? 3 : 2;
+  static constexpr std::size_t kSmemElems = std::size_t(kBM + 2 * kStages * kBN) * kRS;  // Q + K/V stages
   static constexpr std::size_t kSmemBytes = kSmemElems * 2;
   static_assert(kD % 16 == 0, "head dim buckets are multiples of 16");
 };
