@@ -79,8 +79,8 @@ void ShapeRow(const ForwardParams& p, float* x, std::size_t colsP, std::int64_t 
   for (std::int64_t c = hi; c < std::int64_t(colsP); ++c) x[c] = kNegInf;
 }
 
-// Whether a score row needs anything beyond the scale (then the scale is fused
-// into the max pass).
+// Whether scores need nothing beyond the scale (then, on unmasked tiles, the
+// scale is folded into the max and the exponent).
 bool PlainScores(const ForwardParams& p) { return p.softcap <= 0 && !p.bias && !p.alibi; }
 
 void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const PackChunk& ch,
@@ -147,14 +147,10 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
         if (alpha != 1.0f) ScaleRow(o + r * Dp, Dp, alpha);
         continue;
       }
-      float row_max;
-      {
-        const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
-        const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
-        ShapeRow(p, x, colsP, cols, bias_row, slope, i + mask.diag - j0, lo, hi);
-        row_max = MaxRow(x, colsP);
-      }
-      const float m_new = std::max(m[r], row_max);
+      const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
+      const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
+      ShapeRow(p, x, colsP, cols, bias_row, slope, i + mask.diag - j0, lo, hi);
+      const float m_new = std::max(m[r], MaxRow(x, colsP));
       if (m_new == kNegInf) {  // nothing visible yet: this row contributes nothing
         ZeroRow(x, colsP);
         continue;
