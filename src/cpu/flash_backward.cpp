@@ -7,8 +7,9 @@
 //   dV += P^T dO;  dK += dS^T Q;  dQ += dS K
 // Work is split so that every output element has one owner and one fixed
 // summation order (bitwise reproducible, no atomics):
-//   fused    one task per (batch, kv head): owns its dK/dV and the dQ of its
-//            query heads; used when there are enough such tasks for the threads.
+//   fused    tasks (batch, kv head, split of its keys): own their dK/dV and a
+//            partial dQ of the pair's query heads; partials are summed in split
+//            order. Used when the expected makespan is shorter than two-pass's.
 //   two-pass tasks (batch, kv head, key block) own dK/dV; then tasks (dbias slot
 //            or (batch, head), query block) own dQ (and dbias rows), recomputing
 //            S, P and dP. Always used when dbias is requested.
@@ -38,12 +39,12 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Packed K^T, K and V^T tiles of one chunk of (batch, kv head) pairs.
 struct PackedBwd {
   std::size_t kt_block = 0, k_block = 0;  // floats per block (V^T blocks are like K^T)
-  FloatBuffer kt, k, vt;
+  FloatBuffer kt, k, vt, dq_part;  // dq_part: the fused mode's partial dQs
 };
 
 // Per-thread tiles.
 struct BwdWork {
-  FloatBuffer q, dout, s, ds, cap, lse, dvec, bias, dq, dk, dv, dq_all, dbias;
+  FloatBuffer q, dout, s, ds, cap, lse, dvec, bias, dq, dk, dv, dbias;
 };
 
 struct Shape {
@@ -251,19 +252,24 @@ void KeyBlockGrads(const BackwardParams& p, int b, int hk, std::int64_t kb0, std
 // Key blocks handled together in the fused mode (dK/dV of 512 keys: 512 KiB at D=128).
 constexpr std::int64_t kFusedKeyBlocks = 4;
 
-// Fused mode: everything of pair (b, hk).
-void PairGrads(const BackwardParams& p, int b, int hk, const PackChunk& ch, const PackedBwd& pk,
-               const Shape& sh, const float* dvec, BwdWork& w) {
+// Fused mode: dK/dV of the key super-blocks [sb0, sb1) of pair (b, hk), and
+// those blocks' contribution to the dQ of the pair's query heads, accumulated
+// into dq_part (group x len_q x Dp, zeroed here). Splitting a pair's keys over
+// several tasks keeps threads busy when pairs are few; the partial dQs are then
+// summed in split order (ReduceDq), so the result does not depend on scheduling.
+void PairGrads(const BackwardParams& p, int b, int hk, std::int64_t sb0, std::int64_t sb1,
+               const PackChunk& ch, const PackedBwd& pk, const Shape& sh, const float* dvec, BwdWork& w,
+               float* dq_part) {
   const SequenceView s = sequence(p, b);
   const int group = p.heads_q / p.heads_kv;
-  const std::size_t n = std::size_t(group) * std::size_t(s.len_q) * sh.Dp;
-  w.dq_all.resize(n + 1);
-  ZeroRow(w.dq_all.data(), n);
-  for (std::int64_t kb = 0; kb * kBlockK < s.len_k; kb += kFusedKeyBlocks)
-    KeyBlockGrads(p, b, hk, kb, kFusedKeyBlocks, ch, pk, sh, dvec, w, w.dq_all.data());
-  for (int hh = 0; hh < group; ++hh)
-    StoreTile(p.dq, p.dtype, p.dq_strides, b, s.q_row0, 0, s.len_q, hk * group + hh,
-              w.dq_all.data() + std::size_t(hh) * std::size_t(s.len_q) * sh.Dp, sh);
+  ZeroRow(dq_part, std::size_t(group) * std::size_t(s.len_q) * sh.Dp);
+  for (std::int64_t sb = sb0; sb < sb1; ++sb)
+    KeyBlockGrads(p, b, hk, sb * kFusedKeyBlocks, kFusedKeyBlocks, ch, pk, sh, dvec, w, dq_part);
+}
+
+std::int64_t super_blocks(const SequenceView& s) {
+  const std::int64_t nkb = (s.len_k + kBlockK - 1) / kBlockK;
+  return (nkb + kFusedKeyBlocks - 1) / kFusedKeyBlocks;
 }
 
 // Pass 2: dQ rows [qb*Br, ...) of every member (b, h) of a slot, and, with
@@ -332,12 +338,18 @@ void BackwardImpl(const BackwardParams& p) {
   std::int64_t max_len_q = 0;
   for (int b = 0; b < p.batch; ++b) max_len_q = std::max(max_len_q, sequence(p, b).len_q);
   const std::int64_t pairs = std::int64_t(p.batch) * p.heads_kv;
-  const double dq_bytes = double(group) * double(max_len_q) * double(sh.Dp) * 4.0 * nthreads;
-  // Fused costs 5 tile products per (query tile, key block) but parallelizes only
-  // over pairs; two-pass costs 7 (S and dP are computed twice) and parallelizes
-  // finely. Pick the shorter expected makespan, with pairs of equal cost.
-  const double fused_span = 5.0 * double((pairs + nthreads - 1) / nthreads);
+  std::int64_t max_super = 1;
+  for (int b = 0; b < p.batch; ++b) max_super = std::max(max_super, super_blocks(sequence(p, b)));
+  // Fused costs 5 tile products per (query tile, key block) and parallelizes over
+  // pairs times splits of their keys (each split holds a partial dQ); two-pass
+  // costs 7 (S and dP are computed twice) and parallelizes finely. Splits: enough
+  // for two tasks per thread. Pick the shorter expected makespan, with pairs of
+  // equal cost, as long as the partial dQs fit in 1 GiB.
+  const std::int64_t splits =
+      std::clamp<std::int64_t>((2 * std::int64_t(nthreads) + pairs - 1) / std::max<std::int64_t>(pairs, 1), 1, max_super);
+  const double fused_span = 5.0 / double(splits) * double((pairs * splits + nthreads - 1) / nthreads);
   const double two_pass_span = 7.0 * double(pairs) / double(nthreads);
+  const double dq_bytes = double(splits) * double(group) * double(p.total_q) * double(sh.Dp) * 4.0;
   const bool fused = p.dbias == nullptr && fused_span <= two_pass_span && dq_bytes <= double(1 << 30);
 
   thread_local PackedBwd pk_cache;  // reused across calls; a reference for the parallel regions
@@ -355,13 +367,29 @@ void BackwardImpl(const BackwardParams& p) {
     pk.k.resize(std::size_t(ch.blocks()) * pk.k_block + 1);
     PackChunkBwd(p, ch, sh, pk);
 
-    // Pass 1 (or the fused pass): tasks over pairs or (pair, key block).
+    // Fused: each pair's partial dQs, split after split, at dq_base[pair].
+    std::vector<std::size_t> dq_base;
+    if (fused) {
+      std::size_t total = 0;
+      for (std::int64_t pair = ch.pair_begin; pair < ch.pair_end; ++pair) {
+        dq_base.push_back(total);
+        total += std::size_t(splits * group * sequence(p, int(pair / p.heads_kv)).len_q) * sh.Dp;
+      }
+      pk.dq_part.resize(total + 1);
+    }
+    auto dq_part = [&](std::int64_t pair, std::int64_t split) {
+      const std::size_t len_q = std::size_t(sequence(p, int(pair / p.heads_kv)).len_q);
+      return pk.dq_part.data() + dq_base[std::size_t(pair - ch.pair_begin)] +
+             std::size_t(split) * std::size_t(group) * len_q * sh.Dp;
+    };
+
+    // Pass 1 (or the fused pass): tasks over (pair, split) or (pair, key block).
     std::vector<Task> tasks;
     for (std::int64_t pair = ch.pair_begin; pair < ch.pair_end; ++pair) {
       const int b = int(pair / p.heads_kv);
       const SequenceView s = sequence(p, b);
       if (fused) {
-        tasks.push_back({pair, 0, s.len_q * s.len_k});
+        for (std::int64_t sp = 0; sp < splits; ++sp) tasks.push_back({pair, sp, s.len_q * s.len_k / splits});
         continue;
       }
       const Mask mask = make_mask(p, s);
@@ -394,13 +422,45 @@ void BackwardImpl(const BackwardParams& p) {
 #pragma omp for schedule(dynamic, 1)
       for (std::size_t t = 0; t < tasks.size(); ++t) {
         const int b = int(tasks[t].a / p.heads_kv), hk = int(tasks[t].a % p.heads_kv);
-        if (fused)
-          PairGrads(p, b, hk, ch, pk, sh, dvec.data(), w);
-        else
+        if (fused) {
+          const std::int64_t nsb = super_blocks(sequence(p, b)), sp = tasks[t].c;
+          PairGrads(p, b, hk, nsb * sp / splits, nsb * (sp + 1) / splits, ch, pk, sh, dvec.data(), w,
+                    dq_part(tasks[t].a, sp));
+        } else {
           KeyBlockGrads(p, b, hk, tasks[t].c, 1, ch, pk, sh, dvec.data(), w, nullptr);
+        }
       }
     }
-    if (fused) continue;
+    if (fused) {
+      // dQ = the partial dQs summed in split order, per (pair, query head, row block).
+      struct RowBlock {
+        std::int64_t pair;
+        int hh;
+        std::int64_t i0;
+      };
+      std::vector<RowBlock> rows;
+      for (std::int64_t pair = ch.pair_begin; pair < ch.pair_end; ++pair)
+        for (int hh = 0; hh < group; ++hh)
+          for (std::int64_t i0 = 0; i0 < sequence(p, int(pair / p.heads_kv)).len_q; i0 += kBlockQ)
+            rows.push_back({pair, hh, i0});
+#pragma omp parallel num_threads(nthreads)
+      {
+        FloatBuffer acc(std::size_t(kBlockQ) * sh.Dp);
+#pragma omp for schedule(dynamic, 4)
+        for (std::size_t t = 0; t < rows.size(); ++t) {
+          const std::int64_t pair = rows[t].pair, i0 = rows[t].i0;
+          const int b = int(pair / p.heads_kv), hk = int(pair % p.heads_kv), hh = rows[t].hh;
+          const SequenceView s = sequence(p, b);
+          const std::int64_t n = std::min(kBlockQ, s.len_q - i0);
+          const std::size_t off = (std::size_t(hh) * std::size_t(s.len_q) + std::size_t(i0)) * sh.Dp;
+          const std::size_t count = std::size_t(n) * sh.Dp;
+          std::copy(dq_part(pair, 0) + off, dq_part(pair, 0) + off + count, acc.data());
+          for (std::int64_t sp = 1; sp < splits; ++sp) AddRow(acc.data(), dq_part(pair, sp) + off, count);
+          StoreTile(p.dq, p.dtype, p.dq_strides, b, s.q_row0, i0, n, hk * group + hh, acc.data(), sh);
+        }
+      }
+      continue;
+    }
 
     // Pass 2: dQ (and dbias). Slots: one per dbias slot, or one per (b, h) of the chunk.
     std::vector<std::vector<Member>> slots;
@@ -461,10 +521,11 @@ void BackwardImpl(const BackwardParams& p) {
       }
     }
   }
-  if (pk.kt.size() + pk.vt.size() + pk.k.size() > kKeepPackFloats) {
+  if (pk.kt.size() + pk.vt.size() + pk.k.size() + pk.dq_part.size() > kKeepPackFloats) {
     pk.kt.release();
     pk.vt.release();
     pk.k.release();
+    pk.dq_part.release();
   }
 }
 
