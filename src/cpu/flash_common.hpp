@@ -17,11 +17,12 @@
 namespace flashattn::detail::cpu {
 
 // Query rows per tile and keys per tile. Br is a multiple of every target's
-// micro-kernel row count (12 on AVX-512, 6 on AVX2/SSE4, 4 on EMU128); Bc a
-// multiple of every target's micro-kernel width (32, 16, 8 floats). With D=128
-// in fp32 the S tile is 48 KiB and a K^T column strip of 32 keys is 16 KiB: the
-// strip stays in L1 while the Q rows stream from L2. docs/perf/cpu.md has the
-// measurements behind the choice.
+// micro-kernel row count (6 on AVX-512/AVX2/SSE4, 4 on EMU128); Bc a multiple
+// of every target's micro-kernel width (64 floats on AVX-512, 16 on AVX2, 8 on
+// SSE4/EMU128), so only short rows and columns take the tail kernels. With
+// D=128 in fp32 the S tile is 48 KiB and a K^T strip of 64 keys 32 KiB: the strip
+// stays in L1 while the Q rows stream from L2. docs/perf/cpu.md has the
+// measurements behind the choice (other shapes were within noise).
 // (Overridable at build time only for tuning experiments.)
 #ifndef FLASHATTN_CPU_BLOCK_Q
 #define FLASHATTN_CPU_BLOCK_Q 96
