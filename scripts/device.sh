@@ -31,7 +31,8 @@ if [ ! -f /usr/lib/x86_64-linux-gnu/cmake/GTest/GTestConfig.cmake ] && [ -d "$DE
   fi
   PREFIXES="$PREFIXES;/tmp/gtest"
 fi
-BUILD=${BUILD:-build-dev}
+# Outside any carried folder: a later call that carries the tree again keeps it.
+BUILD=${BUILD:-$ROOT/build-dev}
 PYTHON=$(command -v python3)
 
 if has build; then
@@ -48,14 +49,14 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu,power.draw --fo
 # The Python package from the source tree plus the extension just built.
 PKG=/tmp/fa_pkg
 rm -rf $PKG && mkdir -p $PKG && cp -r python/flashattn $PKG/ && cp $BUILD/python/_flashattn*.so $PKG/flashattn/ 2>/dev/null
-export PYTHONPATH=$PKG LD_LIBRARY_PATH=$ROOT/$BUILD/src:${LD_LIBRARY_PATH:-}
+export PYTHONPATH=$PKG LD_LIBRARY_PATH=$BUILD/src:${LD_LIBRARY_PATH:-}
 
 if has tests; then
   ctest --test-dir $BUILD -L gpu -j 8 --timeout 600 >"$OUT/ctest_gpu.log" 2>&1
   echo "ctest -L gpu: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu.log" | tail -1)"
   grep -E "^\s+[0-9]+ - .*(Failed|Timeout|Exception)" "$OUT/ctest_gpu.log" | head -20
   grep -c "Skipped" "$OUT/ctest_gpu.log" | sed 's/^/gpu tests reported skipped: /'
-  ./$BUILD/cli/flashattn run --backward 2>&1 | tail -14
+  $BUILD/cli/flashattn run --backward 2>&1 | tail -14
 fi
 if has pytest; then
   (cd python/tests && PYTHONUNBUFFERED=1 $PYTHON -m pytest -q -rs -p no:cacheprovider . >"$OUT/pytest.log" 2>&1)
@@ -65,11 +66,11 @@ fi
 
 if has sanitize; then
   for tool in memcheck racecheck synccheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 ./$BUILD/tests/gpu/test_forward \
+    compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_forward \
       --gtest_filter='*_q17_k17_*:*varlen*' >"$OUT/san_fwd_$tool.log" 2>&1; r1=$?
-    compute-sanitizer --tool $tool --error-exitcode 9 ./$BUILD/tests/gpu/test_sm90_forward \
+    compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_sm90_forward \
       --gtest_filter='*Varlen*:*Causal*' >"$OUT/san_sm90_$tool.log" 2>&1; r2=$?
-    compute-sanitizer --tool $tool --error-exitcode 9 ./$BUILD/tests/gpu/test_backward \
+    compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_backward \
       --gtest_filter='*MatchesReference/*bf16*varlen*causalBR*:*Determinism*' >"$OUT/san_bwd_$tool.log" 2>&1; r3=$?
     echo "compute-sanitizer $tool: forward exit $r1, sm90 exit $r2, backward exit $r3 (9 = errors found)"
   done
@@ -86,7 +87,7 @@ if has bench; then
     --directions fwd --peers efficient,math --out "$OUT/fp32" --no-plot --budget 0.25 >"$OUT/bench_gpu_fp32.txt" 2>&1
 fi
 if has cpubench; then
-  ./$BUILD/cli/flashattn bench --preset cpu --device cpu --backward --json "$OUT/cpu_bench.json" >"$OUT/cpu_bench.txt" 2>&1
+  $BUILD/cli/flashattn bench --preset cpu --device cpu --backward --json "$OUT/cpu_bench.json" >"$OUT/cpu_bench.txt" 2>&1
   # The issue's CPU problem (B=1, H=16, S=2048, D=128) against torch's CPU SDPA on the same cores.
   PYTHONUNBUFFERED=1 $PYTHON -m flashattn.bench --device cpu --dims 128 --seqlens 2048 --tokens 2048 \
     --dtypes fp32,bf16 --out "$OUT/cpu" >"$OUT/bench_cpu.txt" 2>&1
