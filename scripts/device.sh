@@ -76,7 +76,7 @@ if has sanitize; then
     compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_forward \
       --gtest_filter='*_q17_k17_*:*varlen*' >"$OUT/san_fwd_$tool.log" 2>&1; r1=$?
     compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_sm90_forward \
-      --gtest_filter='*Varlen*:*Causal*' >"$OUT/san_sm90_$tool.log" 2>&1; r2=$?
+      --gtest_filter='*varlen*:*Sm90Dispatch*' >"$OUT/san_sm90_$tool.log" 2>&1; r2=$?
     compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_backward \
       --gtest_filter='*MatchesReference/*bf16*varlen*causalBR*:*Determinism*' >"$OUT/san_bwd_$tool.log" 2>&1; r3=$?
     echo "compute-sanitizer $tool: forward exit $r1, sm90 exit $r2, backward exit $r3 (9 = errors found)"

@@ -400,7 +400,7 @@ Result forward(const TensorView& q, const TensorView& k, const TensorView& v, co
     case Backend::cpu_flash: detail::cpu::flash_forward(val.p); break;
     default:
 #if FLASHATTN_WITH_CUDA
-      detail::cuda::forward(b, val.p);
+      detail::cuda::forward(b, val.p, val.device.index);
 #endif
       break;
   }
@@ -462,7 +462,7 @@ Result backward(const TensorView& q, const TensorView& k, const TensorView& v, c
     case Backend::cpu_flash: detail::cpu::flash_backward(p); break;
     default:
 #if FLASHATTN_WITH_CUDA
-      detail::cuda::backward(b, p);
+      detail::cuda::backward(b, p, val.device.index);
 #endif
       break;
   }

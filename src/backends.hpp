@@ -20,8 +20,9 @@ const char* unsupported_reason(Backend b, const ForwardParams& p, bool backward)
 bool available(Backend b);
 // Checks that every pointer in p lives on `device` and meets the kernels' alignment.
 void check_pointers(const ForwardParams& p, int device, bool backward);
-void forward(Backend b, const ForwardParams& p);
-void backward(Backend b, const BackwardParams& p);
+// Runs on `device` (the tensors' CUDA ordinal), restoring the caller's current device.
+void forward(Backend b, const ForwardParams& p, int device);
+void backward(Backend b, const BackwardParams& p, int device);
 }  // namespace cuda
 #endif
 

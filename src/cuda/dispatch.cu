@@ -155,11 +155,7 @@ void check_pointers(const ForwardParams& p, int device, bool backward) {
   if (p.cu_seqlens_q != nullptr && p.batch > 0) check_cu_seqlens(p);
 }
 
-void forward(Backend b, const ForwardParams& p) {
-  int device = 0;
-  FA_CUDA_CHECK(cudaGetDevice(&device));
-  cudaPointerAttributes attr{};
-  if (cudaPointerGetAttributes(&attr, p.q) == cudaSuccess && attr.type == cudaMemoryTypeDevice) device = attr.device;
+void forward(Backend b, const ForwardParams& p, int device) {
   DeviceGuard guard(device);
   switch (b) {
     case Backend::cuda_portable: portable_forward(p); break;
@@ -169,11 +165,7 @@ void forward(Backend b, const ForwardParams& p) {
   }
 }
 
-void backward(Backend b, const BackwardParams& p) {
-  int device = 0;
-  FA_CUDA_CHECK(cudaGetDevice(&device));
-  cudaPointerAttributes attr{};
-  if (cudaPointerGetAttributes(&attr, p.q) == cudaSuccess && attr.type == cudaMemoryTypeDevice) device = attr.device;
+void backward(Backend b, const BackwardParams& p, int device) {
   DeviceGuard guard(device);
   switch (b) {
     case Backend::cuda_portable: portable_backward(p); break;
