@@ -5,7 +5,8 @@
 #   scripts/device.sh [build] [tests] [pytest] [sanitize] [bench] [cpubench]   (default: all)
 # Logs and results go to $OUT (the device tool's folder) or /tmp/fa_out.
 # The lent machine has no Highway, GoogleTest, pkg-config, CLI11 or nlohmann-json:
-# copies travel in the git-ignored .devdeps/ and .clidev/ (name both in `carry`).
+# copies travel in the git-ignored .devdeps/ and .clidev/ (name both in `carry`),
+# made by scripts/make-device-deps.sh, which also says how to call the device tool.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
