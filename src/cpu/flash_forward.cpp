@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends.hpp"
+#include "cpu/bf16_dot.hpp"
 #include "cpu/flash_common.hpp"
 #include "cpu/flash_kernels-inl.hpp"
 #include "hwy/highway.h"
@@ -29,13 +30,18 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Per-thread tiles.
 struct ForwardWork {
-  FloatBuffer q, s, o, m, l, bias;
+  FloatBuffer q, s, o, m, l, bias, p;  // p: the bf16 P tile of the bf16 path
 };
 
 // Packed K^T and V tiles of one chunk of (batch, kv head) pairs.
+// bf16 kernels: the tiles hold bf16 pairs instead (see bf16_dot.hpp), in the
+// same buffers; K^T has kp pair-rows (ceil(D/2) rounded up to 16 for AMX).
 struct PackedKV {
   std::size_t kt_block = 0, v_block = 0;  // floats per block
   FloatBuffer kt, v;
+  bool bf16 = false;
+  Bf16Kernel kern = Bf16Kernel::none;
+  std::size_t kp = 0;
 };
 
 void PackChunkKV(const ForwardParams& p, const PackChunk& ch, std::size_t Dp, PackedKV& kv) {
@@ -54,6 +60,13 @@ void PackChunkKV(const ForwardParams& p, const PackChunk& ch, std::size_t Dp, Pa
         if (j0 >= s.len_k) continue;
         const std::int64_t cols = std::min(kBlockK, s.len_k - j0);
         const std::int64_t blk = ch.base(pair) + kb;
+        if (kv.bf16) {
+          bf16_pack_kt(p, b, s.k_row0, j0, cols, hk, std::size_t(kBlockK),
+                       kv.kp, reinterpret_cast<std::uint32_t*>(kv.kt.data() + blk * kv.kt_block));
+          bf16_pack_v(p, b, s.k_row0, j0, cols, hk, Dp, std::size_t(kBlockK),
+                      reinterpret_cast<std::uint32_t*>(kv.v.data() + blk * kv.v_block));
+          continue;
+        }
         PackTransposed(p.k, p.dtype, p.k_strides, b, s.k_row0, j0, cols, hk, D, kBlockK,
                        kv.kt.data() + blk * kv.kt_block, tmp.data());
         PackRows(p.v, p.dtype, p.v_strides, b, s.k_row0, j0, cols, hk, D, Dp, kBlockK,
@@ -100,12 +113,23 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
   float* m = w.m.data();
   float* l = w.l.data();
 
+  // bf16 kernels: Q as bf16 pairs (kv.kp per row), P rounded to bf16 before
+  // P V. AMX works on 16-row tiles: rows past the block's end are zero in Q.
+  const std::size_t Kp = kv.kp;
+  const std::size_t rowsT =
+      kv.kern == Bf16Kernel::amx ? std::size_t(round_up(std::int64_t(rows), 16)) : rows;
+  auto* q2 = reinterpret_cast<std::uint32_t*>(q);
+  if (kv.bf16) std::fill(q2 + rows * Kp, q2 + rowsT * Kp, 0u);
   for (std::size_t r = 0; r < rows; ++r) {
-    LoadRowF32(p.q, p.dtype, operand_offset(p.q_strides, b, s.q_row0, i0 + std::int64_t(r), h), D,
-               q + r * Dp);
+    const std::int64_t off = operand_offset(p.q_strides, b, s.q_row0, i0 + std::int64_t(r), h);
+    if (kv.bf16) {
+      bf16_load_pairs(p.q, off, D, Kp, q2 + r * Kp);
+      continue;
+    }
+    LoadRowF32(p.q, p.dtype, off, D, q + r * Dp);
     ZeroRow(q + r * Dp + D, Dp - D);
   }
-  ZeroRow(o, rows * Dp);
+  ZeroRow(o, rowsT * Dp);
   std::fill(m, m + rows, kNegInf);
   std::fill(l, l + rows, 0.0f);
   const float slope = alibi_slope(p, b, h);
@@ -124,8 +148,12 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
     const float* kt = kv.kt.data() + blk * kv.kt_block;
     const float* vt = kv.v.data() + blk * kv.v_block;
 
-    Gemm(rows, colsP, D, q, std::ptrdiff_t(Dp), 1, kt, std::size_t(kBlockK), st,
-         std::size_t(kBlockK), false);
+    if (kv.bf16)
+      bf16_gemm(kv.kern, rowsT, colsP, Kp, q2, Kp, reinterpret_cast<const std::uint32_t*>(kt),
+                std::size_t(kBlockK), st, std::size_t(kBlockK), false);
+    else
+      Gemm(rows, colsP, D, q, std::ptrdiff_t(Dp), 1, kt, std::size_t(kBlockK), st,
+           std::size_t(kBlockK), false);
 
     const bool full = tile_fully_visible(mask, i0, i1, j0, j1);
     // Folding needs a positive scale (so that max commutes with it) and a tile
@@ -161,7 +189,19 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
       m[r] = m_new;
       if (alpha != 1.0f) ScaleRow(o + r * Dp, Dp, alpha);
     }
-    Gemm(rows, Dp, std::size_t(cols), st, kBlockK, 1, vt, Dp, o, Dp, true);
+    if (kv.bf16) {
+      // Columns past cols are 0 in P (masked or padding; zero-filled up to a
+      // whole AMX tile of 32 keys) and keys past the block's end are 0 in V.
+      // The padding rows of an AMX block have S = 0 (zero Q) and round harmlessly.
+      auto* pt = reinterpret_cast<std::uint16_t*>(w.p.data());
+      const std::size_t colsR = std::size_t(round_up(cols, 32));
+      bf16_round_rows(rowsT, colsP, colsR, st, std::size_t(kBlockK), pt, std::size_t(kBlockK));
+      bf16_gemm(kv.kern, rowsT, Dp, colsR / 2, reinterpret_cast<const std::uint32_t*>(pt),
+                std::size_t(kBlockK) / 2, reinterpret_cast<const std::uint32_t*>(vt), Dp, o, Dp,
+                true);
+    } else {
+      Gemm(rows, Dp, std::size_t(cols), st, kBlockK, 1, vt, Dp, o, Dp, true);
+    }
   }
 
   for (std::size_t r = 0; r < rows; ++r) {
@@ -195,7 +235,15 @@ void ForwardImpl(const ForwardParams& p) {
   // see the calling thread's instance, hence the plain reference.
   thread_local PackedKV kv_cache;
   PackedKV& kv = kv_cache;
-  kv.kt_block = D * std::size_t(kBlockK);
+  // bf16 products (AMX tiles) when the CPU has them; their tiles are laid out
+  // for 16-float vectors, so only on the AVX-512 targets (compare --target avx2
+  // thus also exercises the fp32 path for bf16).
+  kv.kern = p.dtype == DType::bf16 && L == 16 && kBlockK % 32 == 0 && kBlockQ % 16 == 0
+                ? bf16_kernel()
+                : Bf16Kernel::none;
+  kv.bf16 = kv.kern != Bf16Kernel::none;
+  kv.kp = std::size_t(round_up((std::int64_t(D) + 1) / 2, 16));
+  kv.kt_block = (kv.bf16 ? std::max(D, kv.kp) : D) * std::size_t(kBlockK);
   kv.v_block = std::size_t(kBlockK) * Dp;
   const std::int64_t block_bytes = std::int64_t(kv.kt_block + kv.v_block) * 4;
   const int group = p.heads_q / p.heads_kv;
@@ -234,6 +282,7 @@ void ForwardImpl(const ForwardParams& p) {
       w.m.resize(std::size_t(kBlockQ));
       w.l.resize(std::size_t(kBlockQ));
       w.bias.resize(std::size_t(kBlockK));
+      if (kv.bf16) w.p.resize(std::size_t(kBlockQ * kBlockK) / 2);
 #pragma omp for schedule(dynamic, 1)
       for (std::size_t t = 0; t < tasks.size(); ++t)
         ForwardBlock(p, tasks[t].b, tasks[t].h, tasks[t].qb, ch, kv, w);
