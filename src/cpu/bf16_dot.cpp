@@ -145,6 +145,14 @@ FA_BF16_TARGET void RoundRows(std::size_t rows, std::size_t n, std::size_t nz, c
   }
 }
 
+FA_BF16_TARGET void StoreRow(std::uint16_t* dst, const float* src, std::size_t n) {
+  for (std::size_t c = 0; c < n; c += 16) {
+    const __mmask16 m = n - c >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - c)) - 1u);
+    const __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src + c));
+    _mm256_mask_storeu_epi16(dst + c, m, (__m256i)h);
+  }
+}
+
 // Two key rows (either may be null: zeros) interleaved into pairs over Dp columns.
 FA_BF16_TARGET void InterleaveRows(const std::uint16_t* r0, const std::uint16_t* r1, std::size_t D,
                                    std::size_t Dp, std::uint32_t* dst) {
@@ -178,6 +186,8 @@ void bf16_round_rows(std::size_t rows, std::size_t n, std::size_t nz, const floa
   RoundRows(rows, n, nz, src, lds, dst, ldd);
 }
 
+void bf16_store_row(std::uint16_t* dst, const float* src, std::size_t n) { StoreRow(dst, src, n); }
+
 void bf16_pack_v(const ForwardParams& p, int b, std::int64_t row0, std::int64_t j0,
                  std::int64_t cols, int hk, std::size_t Dp, std::size_t nrows, std::uint32_t* dst) {
   const std::size_t D = std::size_t(p.head_dim);
@@ -199,6 +209,7 @@ void bf16_round_rows(std::size_t, std::size_t, std::size_t, const float*, std::s
                      std::uint16_t*, std::size_t) {
   std::abort();
 }
+void bf16_store_row(std::uint16_t*, const float*, std::size_t) { std::abort(); }
 void bf16_pack_v(const ForwardParams&, int, std::int64_t, std::int64_t, std::int64_t, int,
                  std::size_t, std::size_t, std::uint32_t*) {
   std::abort();

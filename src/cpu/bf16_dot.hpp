@@ -40,6 +40,9 @@ bool bf16_amx_usable();  // CPU check and the kernel's permission, once
 void bf16_round_rows(std::size_t rows, std::size_t n, std::size_t nz, const float* src,
                      std::size_t lds, std::uint16_t* dst, std::size_t ldd);
 
+// dst[c] = bf16(src[c]) for c < n (any n), round to nearest even.
+void bf16_store_row(std::uint16_t* dst, const float* src, std::size_t n);
+
 // One row of bf16 elements (D of them, from element offset off of base) as
 // kp >= ceil(D/2) pairs, zero-padded.
 void bf16_load_pairs(const void* base, std::int64_t off, std::size_t D, std::size_t kp,

@@ -30,7 +30,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Per-thread tiles.
 struct ForwardWork {
-  FloatBuffer q, s, o, m, l, bias, p;  // p: the bf16 P tile of the bf16 path
+  FloatBuffer q, s, o, m, l, bias, alpha, p;  // p: the bf16 P tile of the bf16 kernels
 };
 
 // Packed K^T and V tiles of one chunk of (batch, kv head) pairs.
@@ -159,21 +159,31 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
     // Folding needs a positive scale (so that max commutes with it) and a tile
     // with nothing to mask or add.
     const bool fold = PlainScores(p) && p.scale > 0 && full && std::size_t(cols) == colsP;
-    for (std::size_t r = 0; r < rows; ++r) {
+    if (fold) {
+      // Plain scores: the scale goes into the max and the exponent. The new
+      // maxima first, then every row's rescale factor exp(m_old - m_new) in one
+      // vector pass (m_new is finite here; m_old = -inf gives 0).
+      float* alpha = w.alpha.data();
+      for (std::size_t r = 0; r < rows; ++r) {
+        const float m_new = std::max(m[r], MaxRow(st + r * std::size_t(kBlockK), colsP) * p.scale);
+        alpha[r] = m[r] - m_new;
+        m[r] = m_new;
+      }
+      const std::size_t rowsL = std::size_t(round_up(std::int64_t(rows), std::int64_t(L)));
+      std::fill(alpha + rows, alpha + rowsL, 0.0f);
+      ExpInPlace(alpha, rowsL);
+      for (std::size_t r = 0; r < rows; ++r) {
+        l[r] = l[r] * alpha[r] + ExpScaledRow(st + r * std::size_t(kBlockK), colsP, p.scale, m[r]);
+        if (alpha[r] != 1.0f) ScaleRow(o + r * Dp, Dp, alpha[r]);
+      }
+    }
+    for (std::size_t r = 0; r < rows && !fold; ++r) {
       const std::int64_t i = i0 + std::int64_t(r);
       float* x = st + r * std::size_t(kBlockK);
       const float* bias_row = nullptr;
       if (p.bias) {
         LoadRowF32(p.bias, p.bias_dtype, bias_offset(p, b, h, i, j0), std::size_t(cols), w.bias.data());
         bias_row = w.bias.data();
-      }
-      if (fold) {  // plain scores: the scale goes into the max and the exponent
-        const float m_new = std::max(m[r], MaxRow(x, colsP) * p.scale);
-        const float alpha = std::exp(m[r] - m_new);  // m_new is finite here
-        l[r] = l[r] * alpha + ExpScaledRow(x, colsP, p.scale, m_new);
-        m[r] = m_new;
-        if (alpha != 1.0f) ScaleRow(o + r * Dp, Dp, alpha);
-        continue;
       }
       const std::int64_t lo = full ? 0 : std::clamp(mask.key_begin(i) - j0, std::int64_t(0), cols);
       const std::int64_t hi = full ? cols : std::clamp(mask.key_end(i) - j0, std::int64_t(0), cols);
@@ -215,8 +225,11 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
       ZeroRow(orow, Dp);
     }
     p.lse[lse_offset(p, b, s.q_row0, i, h)] = lse;
-    store_row(p.out, p.dtype, operand_offset(p.out_strides, b, s.q_row0, i, h), orow,
-              std::int64_t(D));
+    const std::int64_t off = operand_offset(p.out_strides, b, s.q_row0, i, h);
+    if (kv.bf16)  // the vector rounding (same round-to-nearest-even)
+      bf16_store_row(static_cast<std::uint16_t*>(p.out) + off, orow, D);
+    else
+      store_row(p.out, p.dtype, off, orow, std::int64_t(D));
   }
 }
 
@@ -281,6 +294,7 @@ void ForwardImpl(const ForwardParams& p) {
       w.s.resize(std::size_t(kBlockQ * kBlockK));
       w.m.resize(std::size_t(kBlockQ));
       w.l.resize(std::size_t(kBlockQ));
+      w.alpha.resize(std::size_t(kBlockQ));  // kBlockQ is a multiple of every lane count
       w.bias.resize(std::size_t(kBlockK));
       if (kv.bf16) w.p.resize(std::size_t(kBlockQ * kBlockK) / 2);
 #pragma omp for schedule(dynamic, 1)

@@ -258,6 +258,12 @@ inline float ExpScaledRow(float* x, std::size_t n, float scale, float sub) {
   return hn::GetLane(hn::SumOfLanes(df, sum));
 }
 
+// x[c] = exp(x[c]) for c < n (multiple of the lanes), x <= 0 up to rounding.
+inline void ExpInPlace(float* x, std::size_t n) {
+  const DF df;
+  for (std::size_t c = 0; c < n; c += hn::Lanes(df)) hn::StoreU(SoftmaxExp(df, hn::LoadU(df, x + c)), df, x + c);
+}
+
 // sum of a[c] * b[c] for c < n (any n).
 inline float DotRow(const float* a, const float* b, std::size_t n) {
   const DF df;
