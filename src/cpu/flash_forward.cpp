@@ -160,21 +160,25 @@ void ForwardBlock(const ForwardParams& p, int b, int h, std::int64_t qb, const P
     // with nothing to mask or add.
     const bool fold = PlainScores(p) && p.scale > 0 && full && std::size_t(cols) == colsP;
     if (fold) {
-      // Plain scores: the scale goes into the max and the exponent. The new
-      // maxima first, then every row's rescale factor exp(m_old - m_new) in one
-      // vector pass (m_new is finite here; m_old = -inf gives 0).
+      // Plain scores: the scale goes into the max and the exponent. By groups
+      // of L rows (hot in L1): their new maxima, then their rescale factors
+      // exp(m_old - m_new) in one vector exp instead of a libm call per row
+      // (m_new is finite here; m_old = -inf gives 0), then the exponentials.
       float* alpha = w.alpha.data();
-      for (std::size_t r = 0; r < rows; ++r) {
-        const float m_new = std::max(m[r], MaxRow(st + r * std::size_t(kBlockK), colsP) * p.scale);
-        alpha[r] = m[r] - m_new;
-        m[r] = m_new;
-      }
-      const std::size_t rowsL = std::size_t(round_up(std::int64_t(rows), std::int64_t(L)));
-      std::fill(alpha + rows, alpha + rowsL, 0.0f);
-      ExpInPlace(alpha, rowsL);
-      for (std::size_t r = 0; r < rows; ++r) {
-        l[r] = l[r] * alpha[r] + ExpScaledRow(st + r * std::size_t(kBlockK), colsP, p.scale, m[r]);
-        if (alpha[r] != 1.0f) ScaleRow(o + r * Dp, Dp, alpha[r]);
+      for (std::size_t r0 = 0; r0 < rows; r0 += L) {
+        const std::size_t r1 = std::min(rows, r0 + L);
+        std::fill(alpha, alpha + L, 0.0f);
+        for (std::size_t r = r0; r < r1; ++r) {
+          const float m_new = std::max(m[r], MaxRow(st + r * std::size_t(kBlockK), colsP) * p.scale);
+          alpha[r - r0] = m[r] - m_new;
+          m[r] = m_new;
+        }
+        ExpInPlace(alpha, L);
+        for (std::size_t r = r0; r < r1; ++r) {
+          const float a = alpha[r - r0];
+          l[r] = l[r] * a + ExpScaledRow(st + r * std::size_t(kBlockK), colsP, p.scale, m[r]);
+          if (a != 1.0f) ScaleRow(o + r * Dp, Dp, a);
+        }
       }
     }
     for (std::size_t r = 0; r < rows && !fold; ++r) {
@@ -294,7 +298,7 @@ void ForwardImpl(const ForwardParams& p) {
       w.s.resize(std::size_t(kBlockQ * kBlockK));
       w.m.resize(std::size_t(kBlockQ));
       w.l.resize(std::size_t(kBlockQ));
-      w.alpha.resize(std::size_t(kBlockQ));  // kBlockQ is a multiple of every lane count
+      w.alpha.resize(hn::Lanes(DF()));
       w.bias.resize(std::size_t(kBlockK));
       if (kv.bf16) w.p.resize(std::size_t(kBlockQ * kBlockK) / 2);
 #pragma omp for schedule(dynamic, 1)
