@@ -51,6 +51,18 @@ struct Shape {
   std::size_t D, Dp, L;
 };
 
+// The per-thread tiles every task of either schedule needs (callers add their own).
+void size_tiles(BwdWork& w, const Shape& sh) {
+  w.q.resize(std::size_t(kBlockQ) * sh.Dp);
+  w.dout.resize(std::size_t(kBlockQ) * sh.Dp);
+  w.s.resize(std::size_t(kBlockQ * kBlockK));
+  w.ds.resize(std::size_t(kBlockQ * kBlockK));
+  w.cap.resize(std::size_t(kBlockK));
+  w.bias.resize(std::size_t(kBlockK));
+  w.lse.resize(std::size_t(kBlockQ));
+  w.dvec.resize(std::size_t(kBlockQ));
+}
+
 Shape shape_of(const ForwardParams& p) {
   const std::size_t L = hn::Lanes(DF());
   return {std::size_t(p.head_dim), std::size_t(round_up(p.head_dim, std::int64_t(L))), L};
@@ -407,14 +419,7 @@ void BackwardImpl(const BackwardParams& p) {
 #pragma omp parallel num_threads(nthreads)
     {
       BwdWork w;
-      w.q.resize(std::size_t(kBlockQ) * sh.Dp);
-      w.dout.resize(std::size_t(kBlockQ) * sh.Dp);
-      w.s.resize(std::size_t(kBlockQ * kBlockK));
-      w.ds.resize(std::size_t(kBlockQ * kBlockK));
-      w.cap.resize(std::size_t(kBlockK));
-      w.bias.resize(std::size_t(kBlockK));
-      w.lse.resize(std::size_t(kBlockQ));
-      w.dvec.resize(std::size_t(kBlockQ));
+      size_tiles(w, sh);
       w.dk.resize(std::size_t(kFusedKeyBlocks * kBlockK) * sh.Dp);
       w.dv.resize(std::size_t(kFusedKeyBlocks * kBlockK) * sh.Dp);
       w.dq.resize(std::size_t(kBlockQ) * sh.Dp);
@@ -503,14 +508,7 @@ void BackwardImpl(const BackwardParams& p) {
 #pragma omp parallel num_threads(nthreads)
     {
       BwdWork w;
-      w.q.resize(std::size_t(kBlockQ) * sh.Dp);
-      w.dout.resize(std::size_t(kBlockQ) * sh.Dp);
-      w.s.resize(std::size_t(kBlockQ * kBlockK));
-      w.ds.resize(std::size_t(kBlockQ * kBlockK));
-      w.cap.resize(std::size_t(kBlockK));
-      w.bias.resize(std::size_t(kBlockK));
-      w.lse.resize(std::size_t(kBlockQ));
-      w.dvec.resize(std::size_t(kBlockQ));
+      size_tiles(w, sh);
       w.dq.resize(std::size_t(kBlockQ) * sh.Dp);
       if (p.dbias) w.dbias.resize(std::size_t(kBlockQ * std::max<std::int64_t>(p.seqlen_k, 1)));
 #pragma omp for schedule(dynamic, 1)
