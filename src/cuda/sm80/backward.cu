@@ -4,6 +4,7 @@
 // the portable backward (portable/backward_scratch.cuh).
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
@@ -31,22 +32,36 @@ bool gradients_ok(const BackwardParams& p) {
          (!p.deterministic || (aligned16(p.dq) && stride_ok(p.dq_strides)));  // the dQ pass writes pairs
 }
 
-// The launch shapes, per head-dim bucket (see launch_dtype).
-using Cfg64 = sm80bwd::BwdTraits<64, 64, 128>;
-using Cfg96 = sm80bwd::BwdTraits<96, 64, 128>;
-using Cfg128 = sm80bwd::BwdTraits<128, 32, 128>;
+// The launch shapes, per head-dim bucket (see launch_dtype). Two Q/dO stages
+// everywhere they fit; D = 128 keeps a one-stage variant (90 KiB) for the
+// 99 KiB of sm_86/sm_89, where two stages (105 KiB) do not.
+using Cfg64 = sm80bwd::BwdTraits<64, 64, 128, 2>;    // 80 KiB
+using Cfg96 = sm80bwd::BwdTraits<96, 64, 128, 2>;    // 144 KiB
+using Cfg128 = sm80bwd::BwdTraits<128, 32, 128, 2>;  // 105 KiB
+using Cfg128s1 = sm80bwd::BwdTraits<128, 32, 128, 1>;
+// EXPERIMENT (v3 device run only, removed after): D = 64 with 32-query tiles
+// and 128 registers, two blocks per SM; FLASHATTN_BWD_D64_2BLK=1 selects it.
+using Cfg64b2 = sm80bwd::BwdTraits<64, 32, 128, 2, 2>;
+bool d64_two_blocks() {
+  static const bool on = [] {
+    const char* e = std::getenv("FLASHATTN_BWD_D64_2BLK");
+    return e != nullptr && e[0] == '1';
+  }();
+  return on;
+}
 
+// The smallest shared memory a head-dim bucket can run with.
 std::size_t smem_bytes(int d) {
   switch (d) {
     case 64: return Cfg64::kSmemBytes;
-    case 96: return Cfg96::kSmemBytes;  // 114 KiB: above sm_86/sm_89's 99 KiB
-    default: return Cfg128::kSmemBytes;
+    case 96: return Cfg96::kSmemBytes;  // above sm_86/sm_89's 99 KiB
+    default: return Cfg128s1::kSmemBytes;
   }
 }
 
-template <typename T, int kD, int kBM, int kBN>
+template <typename T, int kD, int kBM, int kBN, int kStages, int kMinBlocks = 1>
 void launch(const BackwardParams& p) {
-  using Tr = sm80bwd::BwdTraits<kD, kBM, kBN>;
+  using Tr = sm80bwd::BwdTraits<kD, kBM, kBN, kStages, kMinBlocks>;
   const bool det = p.deterministic;
   const bool want_dbias = p.dbias != nullptr;
   const bool dbias_atomic = want_dbias && (!det || bwd::dbias_unreduced(p));
@@ -56,7 +71,7 @@ void launch(const BackwardParams& p) {
   const std::int64_t nkb = (p.seqlen_k + Tr::kBN - 1) / Tr::kBN;
   const std::int64_t blocks = nkb * p.heads_kv * std::int64_t(p.batch);
   if (blocks > 0) {
-    auto kernel = sm80bwd::dkdv_kernel<T, kD, kBM, kBN>;
+    auto kernel = sm80bwd::dkdv_kernel<T, kD, kBM, kBN, kStages, kMinBlocks>;
     allow_dynamic_smem(kernel, Tr::kSmemBytes);
     kernel<<<unsigned(blocks), Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, main_sc);
     FA_CUDA_CHECK_LAUNCH();
@@ -83,9 +98,14 @@ void launch_dtype(const BackwardParams& p) {
   switch (bucket(p.head_dim)) {
     // 128 keys (8 warps) per block: half the dQ atomics and Q/dO reloads of 64;
     // the query tile is what the dK/dV/S/dP registers leave room for.
-    case 64: return launch<T, 64, Cfg64::kBM, Cfg64::kBN>(p);
-    case 96: return launch<T, 96, Cfg96::kBM, Cfg96::kBN>(p);
-    default: return launch<T, 128, Cfg128::kBM, Cfg128::kBN>(p);
+    case 64:
+      if (d64_two_blocks()) return launch<T, 64, Cfg64b2::kBM, Cfg64b2::kBN, Cfg64b2::kStages, 2>(p);
+      return launch<T, 64, Cfg64::kBM, Cfg64::kBN, Cfg64::kStages>(p);
+    case 96: return launch<T, 96, Cfg96::kBM, Cfg96::kBN, Cfg96::kStages>(p);
+    default:
+      if (Cfg128::kSmemBytes <= current_device_info().smem_optin)
+        return launch<T, 128, Cfg128::kBM, Cfg128::kBN, Cfg128::kStages>(p);
+      return launch<T, 128, Cfg128s1::kBM, Cfg128s1::kBN, Cfg128s1::kStages>(p);
   }
 }
 

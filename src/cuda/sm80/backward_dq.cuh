@@ -13,7 +13,9 @@ template <int kD>
 struct DqTraits {
   static constexpr int kWarps = 4, kThreads = 128, kBM = 64, kBN = 64;
   static constexpr int kRS = (kD + 63) / 64 * 64;
-  static constexpr std::size_t kSmemBytes = std::size_t(2 * kBM + 2 * kBN) * kRS * 2;
+  // Q, dO; K, V in two stages (the next key tile loads while this one is used):
+  // 96 KiB at kRS = 128, within sm_86/sm_89's 99 KiB.
+  static constexpr std::size_t kSmemBytes = std::size_t(2 * kBM + 4 * kBN) * kRS * 2;
 };
 
 template <typename T, int kD>
@@ -23,8 +25,8 @@ __global__ void __launch_bounds__(128) dq_kernel(const BackwardParams p, const f
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sO = sQ + kBM * kRS;
-  T* sK = sO + kBM * kRS;
-  T* sV = sK + kBN * kRS;
+  T* const sK0 = sO + kBM * kRS;       // two stages
+  T* const sV0 = sK0 + 2 * kBN * kRS;  // two stages
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, c2 = (lane & 3) * 2;
 
@@ -76,16 +78,25 @@ __global__ void __launch_bounds__(128) dq_kernel(const BackwardParams p, const f
 #pragma unroll
     for (int e = 0; e < 4; ++e) dQ[dt][e] = 0.f;
 
-  for (std::int64_t j0 = jlo; j0 < jhi; j0 += kBN) {
+  auto load_kv = [&](std::int64_t j0, int st) {
     const int keys = s.len_k - j0 < kBN ? int(s.len_k - j0) : kBN;
-    __syncthreads();  // the previous K/V tile is no longer read
-    sm80::load_tile<T, kBN, kD, 128>(sK, static_cast<const T*>(p.k) + operand_offset(p.k_strides, b, s.k_row0, j0, hk),
+    sm80::load_tile<T, kBN, kD, 128>(sK0 + st * kBN * kRS,
+                                     static_cast<const T*>(p.k) + operand_offset(p.k_strides, b, s.k_row0, j0, hk),
                                      p.k_strides.row, keys, p.head_dim, tid);
-    sm80::load_tile<T, kBN, kD, 128>(sV, static_cast<const T*>(p.v) + operand_offset(p.v_strides, b, s.k_row0, j0, hk),
+    sm80::load_tile<T, kBN, kD, 128>(sV0 + st * kBN * kRS,
+                                     static_cast<const T*>(p.v) + operand_offset(p.v_strides, b, s.k_row0, j0, hk),
                                      p.v_strides.row, keys, p.head_dim, tid);
     __pipeline_commit();
+  };
+  if (jlo < jhi) load_kv(jlo, 0);
+  int st = 0;
+  for (std::int64_t j0 = jlo; j0 < jhi; j0 += kBN, st ^= 1) {
     __pipeline_wait_prior(0);
-    __syncthreads();
+    __syncthreads();  // this key tile has landed; every warp is done with the previous one
+    // The next key tile goes to the stage the previous one used.
+    if (j0 + kBN < jhi) load_kv(j0 + kBN, st ^ 1);
+    const T* sK = sK0 + st * kBN * kRS;
+    const T* sV = sV0 + st * kBN * kRS;
     const int lm_mat = opaque_lane() >> 3, lm_row = opaque_lane() & 7;
 
     float S[kNT][4], dP[kNT][4];
@@ -113,33 +124,47 @@ __global__ void __launch_bounds__(128) dq_kernel(const BackwardParams p, const f
     }
 
     // dS * softcap' * scale into dP (rows: queries g, g+8; columns: keys).
+    if (!shaped) {
+      // Branch-free for plain scores: a hidden score gets exponent -inf, which
+      // ex2.approx.ftz maps to +0 (as in dkdv_kernel).
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
+      for (int nt = 0; nt < kNT; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int half = e >> 1;
-        const int ql = warp * 16 + g + half * 8, kl = nt * 8 + c2 + (e & 1);
-        const std::int64_t gj = j0 + kl;
-        float dx = 0.f;
-        if (lse2[half] != -INFINITY && gj >= kbeg[half] && gj < kend[half]) {
-          float pv, deriv = 1.f;
-          if (!shaped) {
-            pv = exp2f(S[nt][e] * scale_log2 - lse2[half]);
-          } else {
-            const float x = S[nt][e] * p.scale;
-            float val = x;
-            if (p.softcap > 0.f) {
-              const float th = tanhf(x / p.softcap);
-              val = p.softcap * th;
-              deriv = 1.f - th * th;
-            }
-            if (p.bias != nullptr) val += load_bias(p, bias_offset(p, b, h, i0 + ql, gj));
-            if (p.alibi != nullptr) val -= slope * float(m.distance(i0 + ql, gj));
-            pv = exp2f(val * kLog2e - lse2[half]);
-          }
-          dx = pv * (dP[nt][e] - dd[half]) * deriv * p.scale;
+        for (int e = 0; e < 4; ++e) {
+          const int half = e >> 1;
+          const std::int64_t gj = j0 + nt * 8 + c2 + (e & 1);
+          const bool vis = lse2[half] != -INFINITY && gj >= kbeg[half] && gj < kend[half];
+          const float pv = sm80::fast_exp2(vis ? fmaf(S[nt][e], scale_log2, -lse2[half]) : -INFINITY);
+          dP[nt][e] = pv * (dP[nt][e] - dd[half]) * p.scale;
         }
-        dP[nt][e] = dx;
+      }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int half = e >> 1;
+          const int ql = warp * 16 + g + half * 8, kl = nt * 8 + c2 + (e & 1);
+          const std::int64_t gj = j0 + kl;
+          float dx = 0.f;
+          if (lse2[half] != -INFINITY && gj >= kbeg[half] && gj < kend[half]) {
+            float pv, deriv = 1.f;
+            {
+              const float x = S[nt][e] * p.scale;
+              float val = x;
+              if (p.softcap > 0.f) {
+                const float th = tanhf(x / p.softcap);
+                val = p.softcap * th;
+                deriv = 1.f - th * th;
+              }
+              if (p.bias != nullptr) val += load_bias(p, bias_offset(p, b, h, i0 + ql, gj));
+              if (p.alibi != nullptr) val -= slope * float(m.distance(i0 + ql, gj));
+              pv = exp2f(val * kLog2e - lse2[half]);
+            }
+            dx = pv * (dP[nt][e] - dd[half]) * deriv * p.scale;
+          }
+          dP[nt][e] = dx;
+        }
       }
     }
 

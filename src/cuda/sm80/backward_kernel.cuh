@@ -7,11 +7,14 @@
 //   dV += P^T dO, dK += dS^T Q      (P/dS accumulators reused as A fragments)
 //   dQ += dS K                       (dS through smem; fp32 atomics, or left to
 //                                     the deterministic pass)
-// The next tile's Q/dO load overlaps the dQ product.
+// With two stages (kStages = 2) the next tile's Q/dO/lse/D load is issued as soon
+// as a tile starts and has a whole tile to land; with one stage (devices whose
+// shared memory cannot hold two) it overlaps the dQ product only.
 #pragma once
 #include <cuda_pipeline.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/portable/backward_scratch.cuh"
 #include "cuda/sm80/forward_kernel.cuh"
@@ -27,18 +30,22 @@ using sm80::Pair;
 using sm80::smem_addr;
 using sm80::swizzle;
 
-template <int kD, int kBM_, int kBN_>
+template <int kD, int kBM_, int kBN_, int kStages_ = 2, int kMinBlocks_ = 1>
 struct BwdTraits {
-  static constexpr int kBN = kBN_, kBM = kBM_;
+  static constexpr int kBN = kBN_, kBM = kBM_, kStages = kStages_;
+  static constexpr int kMinBlocks = kMinBlocks_;  // blocks per SM asked of ptxas
   static constexpr int kWarps = kBN / 16, kThreads = kWarps * 32;  // a warp per 16 keys
   static constexpr int kRS = (kD + 63) / 64 * 64;  // as sm80::Traits: whole 128-byte lines
   static constexpr int kNT = kBM / 8;               // 8-query tiles of S^T per warp
   static constexpr int kDT = kD / 8;                // 8-column tiles of dK/dV
   static constexpr int kWM = kBM / 16, kWN = kWarps / kWM;  // warp grid of the dQ product
   static constexpr int kDQT = kD / 8 / kWN;         // 8-column tiles of dQ per warp
-  static constexpr std::size_t kSmemElems = std::size_t(2 * kBN + 2 * kBM) * kRS + std::size_t(kBM) * kBN;
-  static constexpr std::size_t kSmemBytes = kSmemElems * 2 + 2 * kBM * sizeof(float);
+  // K, V; Q, dO per stage; dS; lse, D per stage.
+  static constexpr std::size_t kSmemElems =
+      std::size_t(2 * kBN + 2 * kStages * kBM) * kRS + std::size_t(kBM) * kBN;
+  static constexpr std::size_t kSmemBytes = kSmemElems * 2 + 2 * kStages * kBM * sizeof(float);
   static_assert(kD % 16 == 0 && kBM % 16 == 0 && kWarps % kWM == 0 && kDQT % 2 == 0, "tile shape");
+  static_assert(kStages == 1 || kStages == 2, "one or two Q/dO stages");
 };
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -53,18 +60,18 @@ __device__ __forceinline__ int opaque_lane() {
   return l;
 }
 
-template <typename T, int kD, int kBM, int kBN>
-__global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, const bwd::Scratch sc) {
-  using Tr = BwdTraits<kD, kBM, kBN>;
+template <typename T, int kD, int kBM, int kBN, int kStages, int kMinBlocks>
+__global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const BackwardParams p, const bwd::Scratch sc) {
+  using Tr = BwdTraits<kD, kBM, kBN, kStages, kMinBlocks>;
   constexpr int kRS = Tr::kRS, kNT = Tr::kNT, kDT = Tr::kDT, kThreads = Tr::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
   T* sV = sK + kBN * kRS;
-  T* sQ = sV + kBN * kRS;
-  T* sO = sQ + kBM * kRS;  // dO
-  T* sS = sO + kBM * kRS;  // dS * softcap' * scale, [query][key], swizzled rows of 64
-  float* sLse = reinterpret_cast<float*>(sS + kBM * kBN);
-  float* sDsum = sLse + kBM;
+  T* const sQ0 = sV + kBN * kRS;          // kStages tiles
+  T* const sO0 = sQ0 + kStages * kBM * kRS;  // dO, kStages tiles
+  T* sS = sO0 + kStages * kBM * kRS;  // dS * softcap' * scale, [query][key], swizzled rows of 64
+  float* const sLse0 = reinterpret_cast<float*>(sS + kBM * kBN);  // kStages x kBM
+  float* const sDsum0 = sLse0 + kStages * kBM;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane >> 2, c2 = (lane & 3) * 2;
@@ -103,9 +110,16 @@ __global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, c
     h = hk * group + t / ntiles;
     i0 = qfirst + (t % ntiles) * kBM;
   };
+  // Q/dO go by cp.async; lse and D are read into registers here and stored to
+  // smem later (store_lse), so that the warps holding them do not wait for the
+  // global reads before their next instruction.
+  float pend_l = -INFINITY, pend_d = 0.f;
   auto load_q = [&](int t) {
     int h, i0;
     tile_of(t, h, i0);
+    const int st = kStages == 1 ? 0 : t & 1;
+    T* sQ = sQ0 + st * kBM * kRS;
+    T* sO = sO0 + st * kBM * kRS;
     const int rows = s.len_q - i0 < kBM ? int(s.len_q - i0) : kBM;
     sm80::load_tile<T, kBM, kD, kThreads>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, i0, h), p.q_strides.row,
                                      rows, p.head_dim, tid);
@@ -114,13 +128,21 @@ __global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, c
     __pipeline_commit();
     if (tid < kBM) {
       const std::int64_t i = i0 + tid;
-      float l = -INFINITY, d = 0.f;
+      pend_l = -INFINITY;
+      pend_d = 0.f;
       if (i < s.len_q) {
-        l = p.lse[lse_offset(p, b, s.q_row0, i, h)];
-        d = sc.dsum[bwd::scratch_row(p, b, s, i) * p.heads_q + h];
+        pend_l = p.lse[lse_offset(p, b, s.q_row0, i, h)];
+        pend_d = sc.dsum[bwd::scratch_row(p, b, s, i) * p.heads_q + h];
       }
-      sLse[tid] = l * kLog2e;
-      sDsum[tid] = d;
+    }
+  };
+  auto store_lse = [&](int t) {
+    const int st = kStages == 1 ? 0 : t & 1;
+    if (tid < kBM) {
+      // A row without visible keys (or past the sequence) stores +inf: its
+      // exponent S*scale - lse is then -inf and P = 0 without a test.
+      sLse0[st * kBM + tid] = pend_l == -INFINITY ? INFINITY : pend_l * kLog2e;
+      sDsum0[st * kBM + tid] = pend_d;
     }
   };
 
@@ -130,12 +152,23 @@ __global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, c
 #pragma unroll
     for (int e = 0; e < 4; ++e) dK[dt][e] = dV[dt][e] = 0.f;
 
-  if (total > 0) load_q(0);
+  if (total > 0) {
+    load_q(0);
+    store_lse(0);
+  }
   for (int t = 0; t < total; ++t) {
     int h, i0;
     tile_of(t, h, i0);
     __pipeline_wait_prior(0);
-    __syncthreads();  // Q/dO/lse/D of tile t (and K/V) are in smem
+    __syncthreads();  // Q/dO/lse/D of tile t (and K/V) are in smem; tile t-1 is done
+    const int st = kStages == 1 ? 0 : t & 1;
+    const T* sQ = sQ0 + st * kBM * kRS;
+    const T* sO = sO0 + st * kBM * kRS;
+    const float* sLse = sLse0 + st * kBM;
+    const float* sDsum = sDsum0 + st * kBM;
+    // Two stages: the next tile goes to the stage tile t-1 used, which every
+    // warp has left (barrier above).
+    if (kStages == 2 && t + 1 < total) load_q(t + 1);
     const int lm_mat = opaque_lane() >> 3, lm_row = opaque_lane() & 7;
 
     // ---- S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys.
@@ -187,38 +220,66 @@ __global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, c
                                                  i0 * p.seqlen_k + j0;
     const std::int64_t bias0 = p.bias == nullptr ? 0 : bias_offset(p, b, h, i0, j0);
     const float scale_log2 = p.scale * kLog2e;
+    // Plain scores (the common case): no branches, so the phase is a few
+    // instructions per element. A hidden score gets exponent -inf, which
+    // ex2.approx.ftz maps to +0. Rows without keys and rows past the sequence
+    // have lse = +inf (store_lse), so where every row of the tile from 0 to the
+    // tile's last row sees this lane's keys no test is needed at all (padded
+    // keys, kl >= keys, have hi = 0 and stay masked: 2^-lse may overflow).
+    auto plain = [&](auto masked) {
 #pragma unroll
-    for (int nt = 0; nt < kNT; ++nt) {
+      for (int nt = 0; nt < kNT; ++nt) {
+        const float2 l2 = *reinterpret_cast<const float2*>(sLse + nt * 8 + c2);
+        const float2 d2 = *reinterpret_cast<const float2*>(sDsum + nt * 8 + c2);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int kl = warp * 16 + g + (e >> 1) * 8;  // key within the block
-        const int ql = nt * 8 + c2 + (e & 1);         // query within the tile
-        const float lse2 = sLse[ql];
-        float pv = 0.f, dx = 0.f;
-        if (ql >= lo[e >> 1] && ql < hi[e >> 1] && lse2 != -INFINITY) {
-          float ds;
-          if (!shaped) {
-            pv = exp2f(S[nt][e] * scale_log2 - lse2);
-            ds = pv * (dP[nt][e] - sDsum[ql]);
-            dx = ds * p.scale;
-          } else {
-            const float x = S[nt][e] * p.scale;
-            float val = x, deriv = 1.f;
-            if (p.softcap > 0.f) {
-              const float th = tanhf(x / p.softcap);
-              val = p.softcap * th;
-              deriv = 1.f - th * th;
-            }
-            if (p.bias != nullptr) val += load_bias(p, bias0 + ql * p.bias_row + kl);
-            if (p.alibi != nullptr) val -= slope * float(abs(dist0 + ql - kl));
-            pv = exp2f(val * kLog2e - lse2);
-            ds = pv * (dP[nt][e] - sDsum[ql]);
-            dx = ds * deriv * p.scale;
-          }
-          if (dbias != nullptr) atomicAdd(dbias + std::int64_t(ql) * p.seqlen_k + kl, ds);
+        for (int e = 0; e < 4; ++e) {
+          const int ql = nt * 8 + c2 + (e & 1);
+          const float lse2 = (e & 1) ? l2.y : l2.x;
+          const float dsum = (e & 1) ? d2.y : d2.x;
+          float x = fmaf(S[nt][e], scale_log2, -lse2);
+          if constexpr (decltype(masked)::value) x = ql >= lo[e >> 1] && ql < hi[e >> 1] ? x : -INFINITY;
+          const float pv = sm80::fast_exp2(x);
+          S[nt][e] = pv;
+          dP[nt][e] = pv * (dP[nt][e] - dsum) * p.scale;
         }
-        S[nt][e] = pv;
-        dP[nt][e] = dx;
+      }
+    };
+    if (!shaped) {
+      const bool full = lo[0] == 0 && lo[1] == 0 && hi[0] == rows && hi[1] == rows;
+      if (__all_sync(0xffffffffu, full))
+        plain(std::false_type{});
+      else
+        plain(std::true_type{});
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int kl = warp * 16 + g + (e >> 1) * 8;  // key within the block
+          const int ql = nt * 8 + c2 + (e & 1);         // query within the tile
+          const float lse2 = sLse[ql];
+          float pv = 0.f, dx = 0.f;
+          if (ql >= lo[e >> 1] && ql < hi[e >> 1] && lse2 != INFINITY) {
+            float ds;
+            {
+              const float x = S[nt][e] * p.scale;
+              float val = x, deriv = 1.f;
+              if (p.softcap > 0.f) {
+                const float th = tanhf(x / p.softcap);
+                val = p.softcap * th;
+                deriv = 1.f - th * th;
+              }
+              if (p.bias != nullptr) val += load_bias(p, bias0 + ql * p.bias_row + kl);
+              if (p.alibi != nullptr) val -= slope * float(abs(dist0 + ql - kl));
+              pv = exp2f(val * kLog2e - lse2);
+              ds = pv * (dP[nt][e] - sDsum[ql]);
+              dx = ds * deriv * p.scale;
+            }
+            if (dbias != nullptr) atomicAdd(dbias + std::int64_t(ql) * p.seqlen_k + kl, ds);
+          }
+          S[nt][e] = pv;
+          dP[nt][e] = dx;
+        }
       }
     }
     // dS to smem as [query][key] for the dQ product.
@@ -255,8 +316,10 @@ __global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, c
         mma_16816<T>(dK[2 * dp + 1], da, qb[2], qb[3]);
       }
     }
+    // Two stages: tile t+1's lse/D go to the stage that tile t-1 used.
+    if (kStages == 2 && t + 1 < total) store_lse(t + 1);
     __syncthreads();  // dS complete; every warp is done with Q/dO/lse/D
-    if (t + 1 < total) load_q(t + 1);  // overlaps the dQ product below
+    if (kStages == 1 && t + 1 < total) load_q(t + 1);  // overlaps the dQ product below
 
     // ---- dQ += dS K (fp32 atomics).
     if (sc.dq_acc != nullptr) {
@@ -298,6 +361,8 @@ __global__ void __launch_bounds__(kBN * 2) dkdv_kernel(const BackwardParams p, c
         }
       }
     }
+    // One stage: no warp reads lse/D after the barrier above.
+    if (kStages == 1 && t + 1 < total) store_lse(t + 1);
   }
 
   __pipeline_wait_prior(0);  // nothing left in flight when no query sees these keys
