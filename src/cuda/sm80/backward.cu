@@ -4,7 +4,6 @@
 // the portable backward (portable/backward_scratch.cuh).
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
@@ -39,17 +38,6 @@ using Cfg64 = sm80bwd::BwdTraits<64, 64, 128, 2>;    // 80 KiB
 using Cfg96 = sm80bwd::BwdTraits<96, 64, 128, 2>;    // 144 KiB
 using Cfg128 = sm80bwd::BwdTraits<128, 32, 128, 2>;  // 105 KiB
 using Cfg128s1 = sm80bwd::BwdTraits<128, 32, 128, 1>;
-// EXPERIMENT (v3 device run only, removed after): D = 64 with 32-query tiles
-// and 128 registers, two blocks per SM; FLASHATTN_BWD_D64_2BLK=1 selects it.
-using Cfg64b2 = sm80bwd::BwdTraits<64, 32, 128, 2, 2>;
-bool d64_two_blocks() {
-  static const bool on = [] {
-    const char* e = std::getenv("FLASHATTN_BWD_D64_2BLK");
-    return e != nullptr && e[0] == '1';
-  }();
-  return on;
-}
-
 // The smallest shared memory a head-dim bucket can run with.
 std::size_t smem_bytes(int d) {
   switch (d) {
@@ -99,7 +87,6 @@ void launch_dtype(const BackwardParams& p) {
     // 128 keys (8 warps) per block: half the dQ atomics and Q/dO reloads of 64;
     // the query tile is what the dK/dV/S/dP registers leave room for.
     case 64:
-      if (d64_two_blocks()) return launch<T, 64, Cfg64b2::kBM, Cfg64b2::kBN, Cfg64b2::kStages, 2>(p);
       return launch<T, 64, Cfg64::kBM, Cfg64::kBN, Cfg64::kStages>(p);
     case 96: return launch<T, 96, Cfg96::kBM, Cfg96::kBN, Cfg96::kStages>(p);
     default:
