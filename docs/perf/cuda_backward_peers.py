@@ -7,7 +7,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 import torch.nn.functional as F
 
 seqs = [int(s) for s in os.environ.get("FA_BENCH_SEQS", "1024,4096").split(",")]
-for d in (64, 128):
+for d in [int(x) for x in os.environ.get("FA_BENCH_DIMS", "64,128").split(",")]:
     for causal in (False, True):
         for S in seqs:
             H, B = 2048 // d, 16384 // S

@@ -146,6 +146,23 @@ std::vector<Case> feature_cases() {
     c.heads_kv = 2;
     c.causal = true;
     v.push_back(c);
+    // Head dims above 128 (the sm80 kernel splits dK/dV columns over two blocks):
+    // causal GQA with a full dbias (written by one slice only), and a windowed,
+    // soft-capped varlen batch at 192.
+    c = base(dt, 256, 150, 260);
+    c.heads_q = 4;
+    c.heads_kv = 2;
+    c.causal = true;
+    c.bias = BiasKind::full;
+    c.bias_grad = true;
+    v.push_back(c);
+    c = base(dt, 192, 0, 0);
+    c.varlen_q = {70, 0, 131};
+    c.varlen_k = {90, 33, 140};
+    c.window_left = 40;
+    c.window_right = 7;
+    c.softcap = 5.0f;
+    v.push_back(c);
     c = base(dt, 128, 33, 65);  // MQA, permuted layout
     c.heads_q = 4;
     c.heads_kv = 1;

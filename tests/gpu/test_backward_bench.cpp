@@ -71,18 +71,22 @@ double median_ms(const std::function<void()>& f) {
 TEST(BackwardBench, DISABLED_Table) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) GTEST_SKIP() << "no CUDA device";
-  const char* env = std::getenv("FA_BENCH_SEQS");  // e.g. "1024,4096"
-  std::vector<int> seqs = {1024, 4096};
-  if (env) {
-    seqs.clear();
-    for (const char* s = env; *s;) {
-      seqs.push_back(std::atoi(s));
+  // Comma-separated integers from the environment, e.g. FA_BENCH_SEQS=1024,4096.
+  auto int_list = [](const char* name, std::vector<int> fallback) {
+    const char* e = std::getenv(name);
+    if (e == nullptr) return fallback;
+    std::vector<int> v;
+    for (const char* s = e; *s;) {
+      v.push_back(std::atoi(s));
       while (*s && *s != ',') ++s;
       if (*s) ++s;
     }
-  }
+    return v;
+  };
+  const std::vector<int> seqs = int_list("FA_BENCH_SEQS", {1024, 4096});
+  const std::vector<int> dims = int_list("FA_BENCH_DIMS", {64, 128});
   std::printf("BENCH d causal S B H | backend TFLOP/s ms\n");
-  for (int d : {64, 128}) {
+  for (int d : dims) {
     for (bool causal : {false, true}) {
       for (int S : seqs) {
         const int H = 2048 / d, B = 16384 / S;

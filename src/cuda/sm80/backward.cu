@@ -1,5 +1,6 @@
-// The sm80 tensor-core backward (fp16/bf16, head dims up to 128; 96 and 128 run
-// as themselves, others padded up to 64/96/128): launch and support rules. The
+// The sm80 tensor-core backward (fp16/bf16, head dims up to 256; 96, 128, 192 and
+// 256 run as themselves, others padded up to 64/96/128/192/256; above 128 the
+// dK/dV columns are split over two blocks): launch and support rules. The
 // scratch, the dQ/dbias conversions and the deterministic passes are shared with
 // the portable backward (portable/backward_scratch.cuh).
 #include <climits>
@@ -15,7 +16,7 @@ namespace flashattn::detail::cuda {
 namespace {
 
 int bucket(int head_dim) {
-  for (int d : {64, 96, 128})
+  for (int d : {64, 96, 128, 192, 256})
     if (head_dim <= d) return d;
   return 0;
 }
@@ -38,18 +39,27 @@ using Cfg64 = sm80bwd::BwdTraits<64, 64, 128, 2>;    // 80 KiB
 using Cfg96 = sm80bwd::BwdTraits<96, 64, 128, 2>;    // 144 KiB
 using Cfg128 = sm80bwd::BwdTraits<128, 32, 128, 2>;  // 105 KiB
 using Cfg128s1 = sm80bwd::BwdTraits<128, 32, 128, 1>;
+// Above 128 columns, two column slices per key block (kSplit = 2): per block the
+// same dK/dV registers as D = 96 / 128. D = 192 with one stage (160.5 KiB) fits
+// an A100; D = 256 takes 128 keys where 200.5 KiB fit (Hopper), else 64 keys
+// (132.5 KiB).
+using Cfg192 = sm80bwd::BwdTraits<192, 64, 128, 1, 1, 2>;
+using Cfg256 = sm80bwd::BwdTraits<256, 32, 128, 2, 1, 2>;
+using Cfg256k64 = sm80bwd::BwdTraits<256, 32, 64, 2, 1, 2>;
 // The smallest shared memory a head-dim bucket can run with.
 std::size_t smem_bytes(int d) {
   switch (d) {
     case 64: return Cfg64::kSmemBytes;
     case 96: return Cfg96::kSmemBytes;  // above sm_86/sm_89's 99 KiB
-    default: return Cfg128s1::kSmemBytes;
+    case 128: return Cfg128s1::kSmemBytes;
+    case 192: return Cfg192::kSmemBytes;
+    default: return Cfg256k64::kSmemBytes;
   }
 }
 
-template <typename T, int kD, int kBM, int kBN, int kStages, int kMinBlocks = 1>
+template <typename T, typename Tr>
 void launch(const BackwardParams& p) {
-  using Tr = sm80bwd::BwdTraits<kD, kBM, kBN, kStages, kMinBlocks>;
+  constexpr int kD = Tr::kDA * Tr::kSplit;
   const bool det = p.deterministic;
   const bool want_dbias = p.dbias != nullptr;
   const bool dbias_atomic = want_dbias && (!det || bwd::dbias_unreduced(p));
@@ -57,9 +67,9 @@ void launch(const BackwardParams& p) {
   bwd::Scratch main_sc = sc;
   if (!dbias_atomic) main_sc.dbias_acc = nullptr;
   const std::int64_t nkb = (p.seqlen_k + Tr::kBN - 1) / Tr::kBN;
-  const std::int64_t blocks = nkb * p.heads_kv * std::int64_t(p.batch);
+  const std::int64_t blocks = nkb * p.heads_kv * std::int64_t(p.batch) * Tr::kSplit;
   if (blocks > 0) {
-    auto kernel = sm80bwd::dkdv_kernel<T, kD, kBM, kBN, kStages, kMinBlocks>;
+    auto kernel = sm80bwd::dkdv_kernel<T, kD, Tr::kBM, Tr::kBN, Tr::kStages, Tr::kMinBlocks, Tr::kSplit>;
     allow_dynamic_smem(kernel, Tr::kSmemBytes);
     kernel<<<unsigned(blocks), Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, main_sc);
     FA_CUDA_CHECK_LAUNCH();
@@ -86,13 +96,15 @@ void launch_dtype(const BackwardParams& p) {
   switch (bucket(p.head_dim)) {
     // 128 keys (8 warps) per block: half the dQ atomics and Q/dO reloads of 64;
     // the query tile is what the dK/dV/S/dP registers leave room for.
-    case 64:
-      return launch<T, 64, Cfg64::kBM, Cfg64::kBN, Cfg64::kStages>(p);
-    case 96: return launch<T, 96, Cfg96::kBM, Cfg96::kBN, Cfg96::kStages>(p);
+    case 64: return launch<T, Cfg64>(p);
+    case 96: return launch<T, Cfg96>(p);
+    case 128:
+      if (Cfg128::kSmemBytes <= current_device_info().smem_optin) return launch<T, Cfg128>(p);
+      return launch<T, Cfg128s1>(p);
+    case 192: return launch<T, Cfg192>(p);
     default:
-      if (Cfg128::kSmemBytes <= current_device_info().smem_optin)
-        return launch<T, 128, Cfg128::kBM, Cfg128::kBN, Cfg128::kStages>(p);
-      return launch<T, 128, Cfg128s1::kBM, Cfg128s1::kBN, Cfg128s1::kStages>(p);
+      if (Cfg256::kSmemBytes <= current_device_info().smem_optin) return launch<T, Cfg256>(p);
+      return launch<T, Cfg256k64>(p);
   }
 }
 
@@ -101,7 +113,7 @@ void launch_dtype(const BackwardParams& p) {
 const char* sm80_backward_unsupported(const ForwardParams& p) {
   if (p.dtype != DType::f16 && p.dtype != DType::bf16) return "tensor cores here take float16/bfloat16 only";
   if (p.head_dim % 8 != 0) return "head dim must be a multiple of 8 (16-byte rows)";
-  if (p.head_dim > 128) return "the sm80 backward covers head dims up to 128; larger ones run on cuda_portable";
+  if (p.head_dim > 256) return "head dim above 256";
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out))
     return "q, k, v and out must be 16-byte aligned";
   if (!stride_ok(p.q_strides) || !stride_ok(p.k_strides) || !stride_ok(p.v_strides) || !stride_ok(p.out_strides))

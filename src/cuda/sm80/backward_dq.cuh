@@ -11,10 +11,12 @@ namespace flashattn::detail::cuda::sm80bwd {
 
 template <int kD>
 struct DqTraits {
-  static constexpr int kWarps = 4, kThreads = 128, kBM = 64, kBN = 64;
+  // Head dims above 128: 32-key tiles, so that S/dP leave registers for the
+  // kD/8 x 4 fp32 of dQ and K/V stages fit 160 KiB.
+  static constexpr int kWarps = 4, kThreads = 128, kBM = 64, kBN = kD > 128 ? 32 : 64;
   static constexpr int kRS = (kD + 63) / 64 * 64;
   // Q, dO; K, V in two stages (the next key tile loads while this one is used):
-  // 96 KiB at kRS = 128, within sm_86/sm_89's 99 KiB.
+  // 96 KiB at kRS = 128, within sm_86/sm_89's 99 KiB; 128 KiB at kRS = 256.
   static constexpr std::size_t kSmemBytes = std::size_t(2 * kBM + 4 * kBN) * kRS * 2;
 };
 

@@ -1,6 +1,10 @@
 // The sm80 tensor-core backward kernel (fp16/bf16): one block of kBN/16 warps
 // per (kBN-key block, kv head, batch). Each warp owns 16 keys and keeps their dK, dV
 // in fp32 registers for the whole block, summed over the q heads of a GQA group.
+// Head dims above 128 split dK/dV by columns over kSplit blocks per key block
+// (their accumulators would not fit in registers): each block recomputes S and
+// dP over the whole head dim and accumulates its kD/kSplit columns of dK, dV
+// and dQ, i.e. 7/5 of the arithmetic at kSplit = 2 instead of no tensor cores.
 // Per query tile (BM rows), with Q/dO streamed by cp.async into swizzled smem:
 //   S^T = K Q^T, dP^T = V dO^T       (mma, keys as rows: warp-private)
 //   P = exp(S - lse), dS = P (dP - D), softcap factor, masks     (registers)
@@ -30,21 +34,22 @@ using sm80::Pair;
 using sm80::smem_addr;
 using sm80::swizzle;
 
-template <int kD, int kBM_, int kBN_, int kStages_ = 2, int kMinBlocks_ = 1>
+template <int kD, int kBM_, int kBN_, int kStages_ = 2, int kMinBlocks_ = 1, int kSplit_ = 1>
 struct BwdTraits {
-  static constexpr int kBN = kBN_, kBM = kBM_, kStages = kStages_;
+  static constexpr int kBN = kBN_, kBM = kBM_, kStages = kStages_, kSplit = kSplit_;
+  static constexpr int kDA = kD / kSplit;           // dK/dV/dQ columns per block
   static constexpr int kMinBlocks = kMinBlocks_;  // blocks per SM asked of ptxas
   static constexpr int kWarps = kBN / 16, kThreads = kWarps * 32;  // a warp per 16 keys
   static constexpr int kRS = (kD + 63) / 64 * 64;  // as sm80::Traits: whole 128-byte lines
   static constexpr int kNT = kBM / 8;               // 8-query tiles of S^T per warp
-  static constexpr int kDT = kD / 8;                // 8-column tiles of dK/dV
+  static constexpr int kDT = kDA / 8;               // 8-column tiles of dK/dV
   static constexpr int kWM = kBM / 16, kWN = kWarps / kWM;  // warp grid of the dQ product
-  static constexpr int kDQT = kD / 8 / kWN;         // 8-column tiles of dQ per warp
+  static constexpr int kDQT = kDA / 8 / kWN;        // 8-column tiles of dQ per warp
   // K, V; Q, dO per stage; dS; lse, D per stage.
   static constexpr std::size_t kSmemElems =
       std::size_t(2 * kBN + 2 * kStages * kBM) * kRS + std::size_t(kBM) * kBN;
   static constexpr std::size_t kSmemBytes = kSmemElems * 2 + 2 * kStages * kBM * sizeof(float);
-  static_assert(kD % 16 == 0 && kBM % 16 == 0 && kWarps % kWM == 0 && kDQT % 2 == 0, "tile shape");
+  static_assert(kDA % 16 == 0 && kBM % 16 == 0 && kWarps % kWM == 0 && kDQT % 2 == 0, "tile shape");
   static_assert(kStages == 1 || kStages == 2, "one or two Q/dO stages");
 };
 
@@ -60,9 +65,9 @@ __device__ __forceinline__ int opaque_lane() {
   return l;
 }
 
-template <typename T, int kD, int kBM, int kBN, int kStages, int kMinBlocks>
+template <typename T, int kD, int kBM, int kBN, int kStages, int kMinBlocks, int kSplit>
 __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const BackwardParams p, const bwd::Scratch sc) {
-  using Tr = BwdTraits<kD, kBM, kBN, kStages, kMinBlocks>;
+  using Tr = BwdTraits<kD, kBM, kBN, kStages, kMinBlocks, kSplit>;
   constexpr int kRS = Tr::kRS, kNT = Tr::kNT, kDT = Tr::kDT, kThreads = Tr::kThreads;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   T* sK = reinterpret_cast<T*>(smem_raw);
@@ -78,6 +83,11 @@ __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const Backwar
 
   const std::int64_t nkb = (p.seqlen_k + kBN - 1) / kBN;
   std::int64_t idx = blockIdx.x;
+  // The column slices of one key block are neighbours in launch order, so their
+  // K/V/Q/dO reads meet in L2.
+  const int split = int(idx % kSplit);
+  idx /= kSplit;
+  const int chunk0 = split * (Tr::kDA / 8);  // first 8-column chunk of this block's slice
   const std::int64_t kb = idx % nkb;
   idx /= nkb;
   const int hk = int(idx % p.heads_kv);
@@ -275,7 +285,7 @@ __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const Backwar
               ds = pv * (dP[nt][e] - sDsum[ql]);
               dx = ds * deriv * p.scale;
             }
-            if (dbias != nullptr) atomicAdd(dbias + std::int64_t(ql) * p.seqlen_k + kl, ds);
+            if (dbias != nullptr && split == 0) atomicAdd(dbias + std::int64_t(ql) * p.seqlen_k + kl, ds);
           }
           S[nt][e] = pv;
           dP[nt][e] = dx;
@@ -308,8 +318,8 @@ __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const Backwar
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         std::uint32_t ob[4], qb[4];
-        ldmatrix_x4_trans(ob, smem_addr(sO + swizzle<kRS>(row, dp * 2 + (lm_mat >> 1))));
-        ldmatrix_x4_trans(qb, smem_addr(sQ + swizzle<kRS>(row, dp * 2 + (lm_mat >> 1))));
+        ldmatrix_x4_trans(ob, smem_addr(sO + swizzle<kRS>(row, chunk0 + dp * 2 + (lm_mat >> 1))));
+        ldmatrix_x4_trans(qb, smem_addr(sQ + swizzle<kRS>(row, chunk0 + dp * 2 + (lm_mat >> 1))));
         mma_16816<T>(dV[2 * dp], pa, ob[0], ob[1]);
         mma_16816<T>(dV[2 * dp + 1], pa, ob[2], ob[3]);
         mma_16816<T>(dK[2 * dp], da, qb[0], qb[1]);
@@ -337,7 +347,8 @@ __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const Backwar
 #pragma unroll
         for (int dp = 0; dp < Tr::kDQT / 2; ++dp) {
           std::uint32_t kb4[4];
-          ldmatrix_x4_trans(kb4, smem_addr(sK + swizzle<kRS>(krow, wn * Tr::kDQT + dp * 2 + (lm_mat >> 1))));
+          ldmatrix_x4_trans(kb4,
+                            smem_addr(sK + swizzle<kRS>(krow, chunk0 + wn * Tr::kDQT + dp * 2 + (lm_mat >> 1))));
           mma_16816<T>(dQ[2 * dp], a, kb4[0], kb4[1]);
           mma_16816<T>(dQ[2 * dp + 1], a, kb4[2], kb4[3]);
         }
@@ -349,7 +360,7 @@ __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const Backwar
         float* dst = sc.dq_acc + (bwd::scratch_row(p, b, s, i0 + ql) * p.heads_q + h) * p.head_dim;
 #pragma unroll
         for (int dt = 0; dt < Tr::kDQT; ++dt) {
-          const int c = (wn * Tr::kDQT + dt) * 8 + c2;
+          const int c = (chunk0 + wn * Tr::kDQT + dt) * 8 + c2;
           if (c < p.head_dim) {
 #if __CUDA_ARCH__ >= 900
             atomicAdd(reinterpret_cast<float2*>(dst + c), make_float2(dQ[dt][2 * half], dQ[dt][2 * half + 1]));
@@ -378,7 +389,7 @@ __global__ void __launch_bounds__(kBN * 2, kMinBlocks) dkdv_kernel(const Backwar
     T* dvr = dvg + operand_offset(p.dv_strides, b, s.k_row0, j0 + kl, hk);
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt) {
-      const int c = dt * 8 + c2;
+      const int c = (chunk0 + dt) * 8 + c2;
       if (c < p.head_dim) {
         *reinterpret_cast<std::uint32_t*>(dkr + c) = Pair<T>::pack(dK[dt][2 * half], dK[dt][2 * half + 1]);
         *reinterpret_cast<std::uint32_t*>(dvr + c) = Pair<T>::pack(dV[dt][2 * half], dV[dt][2 * half + 1]);
