@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -41,9 +43,9 @@ bool gradients_ok(const BackwardParams& p) {
          (!p.deterministic || (aligned16(p.dq) && strides8(p.dq_strides)));  // sm80's dQ pass writes pairs
 }
 
-template <int D, typename T, bool kSoftcap, bool kDq>
+template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
 void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
-  using Cfg = BwdConfig<D>;
+  using Cfg = BwdConfig<D, Mode>;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const std::int64_t nkb = (p.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN;
   const std::int64_t grid = nkb * p.heads_kv * std::int64_t(p.batch);
@@ -72,27 +74,47 @@ void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   a.tdo = qmap(p.dout, p.dout_strides);
   a.tk = kmap(p.k, p.k_strides);
   a.tv = kmap(p.v, p.v_strides);
-  auto kernel = backward_kernel<D, T, kSoftcap, kDq>;
+  auto kernel = backward_kernel<D, T, kSoftcap, kDq, Mode>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<unsigned(grid), Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();
 }
 
-template <int D, typename T, bool kSoftcap>
+template <int D, typename T, bool kSoftcap, DqMode Mode>
 void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
   if (sc.dq_acc != nullptr)
-    launch_kernel<D, T, kSoftcap, true>(p, sc);
+    launch_kernel<D, T, kSoftcap, true, Mode>(p, sc);
   else
-    launch_kernel<D, T, kSoftcap, false>(p, sc);
+    launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
+}
+
+// A/B switch for one measurement (docs/perf/cuda_backward.md, sm90 v2):
+// FLASHATTN_SM90_BWD_D64=alternate takes v1's D = 64 dQ sharing.
+bool d64_alternate() {
+  static const bool alt = [] {
+    const char* e = std::getenv("FLASHATTN_SM90_BWD_D64");
+    return e != nullptr && std::string(e) == "alternate";
+  }();
+  return alt;
+}
+
+template <int D, typename T, bool kSoftcap>
+void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
+  if constexpr (D == 64) {
+    if (d64_alternate()) return launch_dq<64, T, kSoftcap, DqMode::alternate>(p, sc);
+    return launch_dq<64, T, kSoftcap, DqMode::own_keys>(p, sc);
+  } else {
+    return launch_dq<D, T, kSoftcap, DqMode::split_cols>(p, sc);
+  }
 }
 
 template <typename T>
 void launch_dtype(const BackwardParams& p, const bwd::Scratch& sc) {
   const bool cap = p.softcap > 0.0f;
   if (bucket(p.head_dim) == 64)
-    cap ? launch_dq<64, T, true>(p, sc) : launch_dq<64, T, false>(p, sc);
+    cap ? launch_mode<64, T, true>(p, sc) : launch_mode<64, T, false>(p, sc);
   else
-    cap ? launch_dq<128, T, true>(p, sc) : launch_dq<128, T, false>(p, sc);
+    cap ? launch_mode<128, T, true>(p, sc) : launch_mode<128, T, false>(p, sc);
 }
 
 }  // namespace

@@ -9,12 +9,10 @@
 //   P^T = exp2(S^T scale log2e - lse2), dS^T = P^T (dP^T - D) scale   (registers)
 //   dV += P^T dO, dK += dS^T Q           rs: the accumulators are the A fragments,
 //                                         dO/Q are MN-major B (as the forward's V)
-//   dS^T -> shared memory (both warpgroups' halves), then
+//   dS^T -> shared memory, then
 //   dQ (64 queries x 64 columns) = dS K   ss with both operands MN-major, added to the
-//                                         fp32 accumulator with float2 reductions.
-// D = 128: each warpgroup takes 64 columns of dQ every tile. D = 64: warpgroup
-// (tile & 1) takes the whole 64 x 64 dQ of the tile (N = 32 halves are not a legal
-// MN-major 128-byte-swizzle operand), so the two alternate.
+//                                         fp32 accumulator with float2 reductions
+//                                         (how the warpgroups share it: DqMode).
 #pragma once
 #include <cuda.h>
 
@@ -29,9 +27,22 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-template <int D>
+// How the consumer warpgroups share dQ = dS K of a tile (64 queries x D):
+//   split_cols (D = 128): each warpgroup 64 columns over all 128 keys (needs both
+//     halves of dS^T: a barrier between the warpgroups every tile);
+//   alternate (D = 64): warpgroup (tile & 1) does the whole 64 x 64 over 128 keys
+//     (an N = 32 half is not a legal MN-major 128-byte-swizzle operand);
+//   own_keys (D = 64): each warpgroup the 64 x 64 partial over its own 64 keys,
+//     both reduced into dQ (twice the reductions, but no barrier between the
+//     warpgroups, so they drift apart and one's element-wise work overlaps the
+//     other's GEMMs).
+enum class DqMode { split_cols, alternate, own_keys };
+
+template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::own_keys)>
 struct BwdConfig {
   static_assert(D == 64 || D == 128, "backward head-dim buckets");
+  static_assert((D == 128) == (Mode == DqMode::split_cols), "split_cols needs two 64-column halves");
+  static constexpr DqMode kDqMode = Mode;
   static constexpr int kHeadDim = D;
   static constexpr int kBlockN = 128;  // keys per CTA: wgmma M = 64 per consumer warpgroup
   static constexpr int kBlockM = 64;   // queries per tile: wgmma N of S^T/dP^T, K of dV/dK
@@ -43,7 +54,6 @@ struct BwdConfig {
   // and the dQ tile (32) in registers.
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
-  static constexpr bool kDqSplit = D == 128;
   // dS from the 16-bit P fragments instead of an fp32 copy (registers, see the consumer).
   static constexpr bool kPFromFragments = D == 128;
 
@@ -258,6 +268,16 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
       consumers_publish_smem();
     }
   }
+  // dQ reductions: loop-invariant parts hoisted, so that the tail of each tile (the
+  // tensor cores idle there: both warpgroups reach it together) is little more than
+  // the 16 REDs. v1 spent ~250-400 SASS instructions per tile on per-element 64-bit
+  // address arithmetic and column tests.
+  const std::int64_t row_base = varlen ? blk.s.q_row0 : std::int64_t(blk.b) * p.seqlen_q;  // bwd::scratch_row
+  constexpr bool kSplit = Cfg::kDqMode == DqMode::split_cols;
+  const int col0 = (kSplit ? 64 * w : 0) + 2 * (lane % 4);
+  // Warp-uniform: whether every column of this warpgroup's dQ part lies inside the
+  // head dim (always, unless the head dim was padded up to the bucket).
+  const bool all_cols = p.head_dim >= (kSplit ? 64 * (w + 1) : 64);
   for (int it = 0; it < blk.total; ++it) {
     const int st = it % Cfg::kStages;
     int h, i0;
@@ -415,22 +435,31 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     for (int ks = 0; ks < 4; ++ks) GemmKV::rs(dk, da[ks], smem_desc(sQ + ks * 2048, Cfg::kQChunkBytes, 1024));
     wgmma_commit();
 
-    // ---- dQ = dS K over all 128 keys: both halves of dS^T must be in. dV's GEMM
-    // is done first so that its A fragments (pa) are free for dQ's accumulators.
+    // ---- dQ = dS K (see DqMode). dV's GEMM is done first so that its A
+    // fragments (pa) are free for dQ's accumulators.
     wgmma_wait<1>();
-    consumers_publish_smem();
+    constexpr bool kOwn = Cfg::kDqMode == DqMode::own_keys;
+    if constexpr (kOwn) {
+      // Only this warpgroup's rows of dS^T are read: its own 128 threads meet.
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+      named_barrier_sync(2 + w, 128);
+    } else {
+      consumers_publish_smem();  // both halves of dS^T
+    }
     // A compile-time condition where possible: a wgmma issued under a run-time
     // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
-    const bool do_dq = kDq && (Cfg::kDqSplit || (it & 1) == w);
+    const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
     float dq[32];
     if (do_dq) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
       wgmma_fence();
-      const unsigned char* sKc = sm + Cfg::kOffK + (Cfg::kDqSplit ? w : 0) * Cfg::kKVChunkBytes;
+      // own_keys: keys 64w..64w+63 = rows 64w.. of dS^T and of K (chunk 0).
+      const unsigned char* sA = sDS + (kOwn ? w * 64 * 128 : 0);
+      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0) + (kOwn ? w * 64 * 128 : 0);
 #pragma unroll
-      for (int ks = 0; ks < 8; ++ks)
-        GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+      for (int ks = 0; ks < (kOwn ? 4 : 8); ++ks)
+        GemmS::ss_mn(dq, smem_desc(sA + ks * 2048, Cfg::kDSBytes, 1024),
                      smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
       wgmma_commit();
     }
@@ -445,17 +474,21 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     if (do_dq) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-      const int col0 = (Cfg::kDqSplit ? 64 * w : 0) + c0;
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
         if (i >= len_q) continue;
-        float* dst = a.dq_acc + (bwd::scratch_row(p, blk.b, blk.s, i) * p.heads_q + h) * p.head_dim;
+        float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + col0;
+        if (all_cols) {
 #pragma unroll
-        for (int jb = 0; jb < 8; ++jb) {
-          const int c = col0 + 8 * jb;
-          if (c < p.head_dim)
-            atomicAdd(reinterpret_cast<float2*>(dst + c), make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
+          for (int jb = 0; jb < 8; ++jb)
+            atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb), make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
+        } else {
+#pragma unroll
+          for (int jb = 0; jb < 8; ++jb)
+            if (col0 + 8 * jb < p.head_dim)
+              atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb),
+                        make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
         }
       }
     }
@@ -482,9 +515,9 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 }
 
 // kDq = false (deterministic mode): no dQ product; a separate pass writes dQ.
-template <int D, typename T, bool kSoftcap, bool kDq>
-__global__ void __launch_bounds__(BwdConfig<D>::kThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
-  using Cfg = BwdConfig<D>;
+template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
+__global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
+  using Cfg = BwdConfig<D, Mode>;
   const BwdBlock blk(a.p, a.nkb);
   if (!blk.valid) return;  // the whole CTA, before any barrier
   extern __shared__ unsigned char smem_raw[];
