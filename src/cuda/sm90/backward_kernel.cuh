@@ -27,18 +27,17 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-// How the consumer warpgroups share dQ = dS K of a tile (64 queries x D):
-//   split_cols (D = 128): each warpgroup 64 columns over all 128 keys (needs both
-//     halves of dS^T: a barrier between the warpgroups every tile);
-//   alternate (D = 64): warpgroup (tile & 1) does the whole 64 x 64 over 128 keys
-//     (an N = 32 half is not a legal MN-major 128-byte-swizzle operand);
-//   own_keys (D = 64): each warpgroup the 64 x 64 partial over its own 64 keys,
-//     both reduced into dQ (twice the reductions, but no barrier between the
-//     warpgroups, so they drift apart and one's element-wise work overlaps the
-//     other's GEMMs).
-enum class DqMode { split_cols, alternate, own_keys };
+// How the consumer warpgroups share dQ = dS K of a tile (64 queries x D), over all
+// 128 keys (both halves of dS^T: a barrier between the warpgroups every tile):
+//   split_cols (D = 128): each warpgroup 64 columns;
+//   alternate (D = 64): warpgroup (tile & 1) the whole 64 x 64 (an N = 32 half is
+//     not a legal MN-major 128-byte-swizzle operand).
+// (Measured and dropped, docs/perf/cuda_backward.md v2: at D = 64 each warpgroup
+// reducing the partial over its own 64 keys, with no barrier between the
+// warpgroups, ran 13-19% slower: twice the dQ reductions.)
+enum class DqMode { split_cols, alternate };
 
-template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::own_keys)>
+template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::alternate)>
 struct BwdConfig {
   static_assert(D == 64 || D == 128, "backward head-dim buckets");
   static_assert((D == 128) == (Mode == DqMode::split_cols), "split_cols needs two 64-column halves");
@@ -435,17 +434,11 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     for (int ks = 0; ks < 4; ++ks) GemmKV::rs(dk, da[ks], smem_desc(sQ + ks * 2048, Cfg::kQChunkBytes, 1024));
     wgmma_commit();
 
-    // ---- dQ = dS K (see DqMode). dV's GEMM is done first so that its A
-    // fragments (pa) are free for dQ's accumulators.
+    // ---- dQ = dS K over all 128 keys (see DqMode): both halves of dS^T must be
+    // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
+    // accumulators.
     wgmma_wait<1>();
-    constexpr bool kOwn = Cfg::kDqMode == DqMode::own_keys;
-    if constexpr (kOwn) {
-      // Only this warpgroup's rows of dS^T are read: its own 128 threads meet.
-      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
-      named_barrier_sync(2 + w, 128);
-    } else {
-      consumers_publish_smem();  // both halves of dS^T
-    }
+    consumers_publish_smem();
     // A compile-time condition where possible: a wgmma issued under a run-time
     // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
     const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
@@ -454,12 +447,10 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
       wgmma_fence();
-      // own_keys: keys 64w..64w+63 = rows 64w.. of dS^T and of K (chunk 0).
-      const unsigned char* sA = sDS + (kOwn ? w * 64 * 128 : 0);
-      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0) + (kOwn ? w * 64 * 128 : 0);
+      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
 #pragma unroll
-      for (int ks = 0; ks < (kOwn ? 4 : 8); ++ks)
-        GemmS::ss_mn(dq, smem_desc(sA + ks * 2048, Cfg::kDSBytes, 1024),
+      for (int ks = 0; ks < 8; ++ks)
+        GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
                      smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
       wgmma_commit();
     }
