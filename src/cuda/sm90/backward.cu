@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -41,7 +43,7 @@ bool gradients_ok(const BackwardParams& p) {
          (!p.deterministic || (aligned16(p.dq) && strides8(p.dq_strides)));  // sm80's dQ pass writes pairs
 }
 
-template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
+template <int D, typename T, bool kSoftcap, DqWrite kWrite, DqMode Mode>
 void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   using Cfg = BwdConfig<D, Mode>;
   const bool varlen = p.cu_seqlens_q != nullptr;
@@ -72,18 +74,32 @@ void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   a.tdo = qmap(p.dout, p.dout_strides);
   a.tk = kmap(p.k, p.k_strides);
   a.tv = kmap(p.v, p.v_strides);
-  auto kernel = backward_kernel<D, T, kSoftcap, kDq, Mode>;
+  if (kWrite == DqWrite::tma)
+    a.tdq = make_reduce_map(sc.dq_acc, hd, std::uint64_t(p.heads_q), std::uint64_t(p.total_q), Cfg::kBlockM);
+  auto kernel = backward_kernel<D, T, kSoftcap, kWrite, Mode>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<unsigned(grid), Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();
 }
 
+// A/B switch for one measurement (docs/perf/cuda_backward.md, sm90 v3):
+// FLASHATTN_SM90_BWD_DQ=tma reduces dQ tiles with the copy engine instead of REDs.
+bool dq_by_tma() {
+  static const bool tma = [] {
+    const char* e = std::getenv("FLASHATTN_SM90_BWD_DQ");
+    return e != nullptr && std::string(e) == "tma";
+  }();
+  return tma;
+}
+
 template <int D, typename T, bool kSoftcap, DqMode Mode>
 void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
-  if (sc.dq_acc != nullptr)
-    launch_kernel<D, T, kSoftcap, true, Mode>(p, sc);
+  if (sc.dq_acc == nullptr)
+    launch_kernel<D, T, kSoftcap, DqWrite::none, Mode>(p, sc);
+  else if (dq_by_tma())
+    launch_kernel<D, T, kSoftcap, DqWrite::tma, Mode>(p, sc);
   else
-    launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
+    launch_kernel<D, T, kSoftcap, DqWrite::red, Mode>(p, sc);
 }
 
 template <int D, typename T, bool kSoftcap>

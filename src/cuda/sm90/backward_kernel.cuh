@@ -37,6 +37,13 @@ namespace flashattn::detail::cuda::sm90 {
 // warpgroups, ran 13-19% slower: twice the dQ reductions.)
 enum class DqMode { split_cols, alternate };
 
+// How dQ reaches its fp32 accumulator:
+//   none: not at all (deterministic mode: the sm80 dQ pass writes dQ);
+//   red: red.global.add.v2.f32 from the accumulator registers (16 per thread);
+//   tma: the warpgroup's 64 x 64 fp32 tile to shared memory (128-byte swizzle),
+//     then one thread issues two cp.reduce.async.bulk.tensor adds (32 columns each).
+enum class DqWrite { none, red, tma };
+
 template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::alternate)>
 struct BwdConfig {
   static_assert(D == 64 || D == 128, "backward head-dim buckets");
@@ -68,7 +75,9 @@ struct BwdConfig {
   static constexpr int kOffQ = kOffV + kKVBytes;
   static constexpr int kOffDO = kOffQ + kStages * kQBytes;
   static constexpr int kOffDS = kOffDO + kStages * kQBytes;  // two buffers
-  static constexpr int kOffLse = kOffDS + 2 * kDSBytes;
+  static constexpr int kDQBytes = kBlockM * 64 * 4;  // one warpgroup's fp32 dQ tile for the TMA reduce
+  static constexpr int kOffDQ = kOffDS + 2 * kDSBytes;  // one per consumer warpgroup
+  static constexpr int kOffLse = kOffDQ + 2 * kDQBytes;
   static constexpr int kOffDsum = kOffLse + kStages * kBlockM * 4;
   static constexpr int kOffBar = kOffDsum + kStages * kBlockM * 4;
   static constexpr int kBarriers = 1 + 2 * kStages;  // kv_full, full[stages], empty[stages]
@@ -80,6 +89,7 @@ struct BwdArgs {
   CUtensorMap tq, tk, tv, tdo;  // 64-byte aligned; read by the copy engine from param space
   BackwardParams p;
   const float* dsum;  // D = rowsum(dO * O), [total_q][heads_q]
+  CUtensorMap tdq;    // dq_acc as (head_dim, heads_q, rows) fp32, boxes of 32 columns x 64 rows
   float* dq_acc;      // [total_q][heads_q][head_dim]; null: dQ left to the deterministic pass
   float scale_log2;   // scale * log2(e)
   float cap_pre;      // scale / softcap
@@ -218,7 +228,7 @@ __device__ __forceinline__ void consumers_publish_smem() {
   named_barrier_sync(1, 256);
 }
 
-template <class Cfg, typename T, bool kSoftcap, bool kDq>
+template <class Cfg, typename T, bool kSoftcap, DqWrite kWrite>
 __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& blk, unsigned char* sm,
                                              std::uint64_t* bars, int w) {
   constexpr int D = Cfg::kHeadDim;
@@ -438,10 +448,16 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
     // accumulators.
     wgmma_wait<1>();
+    constexpr bool kDqTile = kWrite == DqWrite::tma;
+    unsigned char* sDQ = sm + Cfg::kOffDQ + w * Cfg::kDQBytes;
+    // The warpgroup's dQ staging buffer is refilled after the barrier below: its
+    // previous bulk reduce must have read it (long done by now: a tile ago).
+    if constexpr (kDqTile)
+      if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
     consumers_publish_smem();
     // A compile-time condition where possible: a wgmma issued under a run-time
     // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
-    const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
+    const bool do_dq = kWrite != DqWrite::none && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
     float dq[32];
     if (do_dq) {
 #pragma unroll
@@ -462,7 +478,40 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     }
     // Q, dO, lse and D of this stage are no longer read (dK/dV/dQ are complete).
     mbar_arrive(&empty[st]);
-    if (do_dq) {
+    if (do_dq && kDqTile) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+      // Two boxes of [64 rows][32 fp32 columns] with the 128-byte swizzle: row r at
+      // r*128, its 16-byte unit u at (u ^ r%8)*16; a float2 per (row, 8-column block)
+      // (two wavefronts per warp store, the minimum for 256 bytes).
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int r = 16 * warp + lane / 4 + 8 * hh;
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb) {
+          const int u = 2 * (jb % 4) + (lane % 4) / 2;
+          *reinterpret_cast<float2*>(sDQ + (jb / 4) * (Cfg::kDQBytes / 2) + r * 128 + ((u ^ (r & 7)) << 4) + 8 * (lane & 1)) =
+              make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]);
+        }
+      }
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // generic stores -> the copy engine
+      named_barrier_sync(2 + w, 128);
+      if (t == 0) {
+        // Rows past the sequence carry exact zeros (P = 0 there: lse = +inf and zeroed
+        // or zero-filled Q/dO rows), so adding them into the next sequence's rows is
+        // harmless; rows past the tensor are clipped by the copy engine, as are
+        // columns past a padded head dim.
+        const int row = int(row_base + i0);
+#pragma unroll
+        for (int box = 0; box < 2; ++box) {
+          const std::int32_t coords[3] = {(kSplit ? 64 * w : 0) + 32 * box, h, row};
+          ::cuda::ptx::cp_reduce_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared,
+                                                   ::cuda::ptx::op_add, &a.tdq, coords,
+                                                   sDQ + box * (Cfg::kDQBytes / 2));
+        }
+        ::cuda::ptx::cp_async_bulk_commit_group();
+      }
+    } else if (do_dq) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
 #pragma unroll
@@ -484,6 +533,10 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
       }
     }
   }
+  // Bulk reduces still reading this warpgroup's staging buffer (and writing dQ)
+  // must finish before the CTA's shared memory goes away.
+  if constexpr (kWrite == DqWrite::tma)
+    if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
 
   // ---- dK, dV of this warpgroup's keys: pairs of columns per lane.
   T* dkg = static_cast<T*>(p.dk);
@@ -505,8 +558,8 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   }
 }
 
-// kDq = false (deterministic mode): no dQ product; a separate pass writes dQ.
-template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
+// kWrite = none (deterministic mode): no dQ product; a separate pass writes dQ.
+template <int D, typename T, bool kSoftcap, DqWrite kWrite, DqMode Mode>
 __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
   using Cfg = BwdConfig<D, Mode>;
   const BwdBlock blk(a.p, a.nkb);
@@ -533,7 +586,7 @@ __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kern
     if (threadIdx.x < 32) bwd_producer<Cfg>(a, blk, sm, bars);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    bwd_consumer<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
+    bwd_consumer<Cfg, T, kSoftcap, kWrite>(a, blk, sm, bars, wg - 1);
   }
 }
 
