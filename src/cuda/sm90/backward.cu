@@ -43,7 +43,7 @@ bool gradients_ok(const BackwardParams& p) {
          (!p.deterministic || (aligned16(p.dq) && strides8(p.dq_strides)));  // sm80's dQ pass writes pairs
 }
 
-template <int D, typename T, bool kSoftcap, DqWrite kWrite, DqMode Mode>
+template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
 void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   using Cfg = BwdConfig<D, Mode>;
   const bool varlen = p.cu_seqlens_q != nullptr;
@@ -74,37 +74,40 @@ void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   a.tdo = qmap(p.dout, p.dout_strides);
   a.tk = kmap(p.k, p.k_strides);
   a.tv = kmap(p.v, p.v_strides);
-  if (kWrite == DqWrite::tma)
+  if (kDq)
     a.tdq = make_reduce_map(sc.dq_acc, hd, std::uint64_t(p.heads_q), std::uint64_t(p.total_q), Cfg::kBlockM);
-  auto kernel = backward_kernel<D, T, kSoftcap, kWrite, Mode>;
+  auto kernel = backward_kernel<D, T, kSoftcap, kDq, Mode>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<unsigned(grid), Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();
 }
 
-// A/B switch for one measurement (docs/perf/cuda_backward.md, sm90 v3):
-// FLASHATTN_SM90_BWD_DQ=tma reduces dQ tiles with the copy engine instead of REDs.
-bool dq_by_tma() {
-  static const bool tma = [] {
-    const char* e = std::getenv("FLASHATTN_SM90_BWD_DQ");
-    return e != nullptr && std::string(e) == "tma";
-  }();
-  return tma;
-}
-
 template <int D, typename T, bool kSoftcap, DqMode Mode>
 void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
-  if (sc.dq_acc == nullptr)
-    launch_kernel<D, T, kSoftcap, DqWrite::none, Mode>(p, sc);
-  else if (dq_by_tma())
-    launch_kernel<D, T, kSoftcap, DqWrite::tma, Mode>(p, sc);
+  if (sc.dq_acc != nullptr)
+    launch_kernel<D, T, kSoftcap, true, Mode>(p, sc);
   else
-    launch_kernel<D, T, kSoftcap, DqWrite::red, Mode>(p, sc);
+    launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
+}
+
+// A/B switch for one measurement (docs/perf/cuda_backward.md, sm90 v4):
+// FLASHATTN_SM90_BWD_D64=own_keys.
+bool d64_own_keys() {
+  static const bool own = [] {
+    const char* e = std::getenv("FLASHATTN_SM90_BWD_D64");
+    return e != nullptr && std::string(e) == "own_keys";
+  }();
+  return own;
 }
 
 template <int D, typename T, bool kSoftcap>
 void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
-  launch_dq<D, T, kSoftcap, D == 128 ? DqMode::split_cols : DqMode::alternate>(p, sc);
+  if constexpr (D == 64) {
+    if (d64_own_keys()) return launch_dq<64, T, kSoftcap, DqMode::own_keys>(p, sc);
+    return launch_dq<64, T, kSoftcap, DqMode::alternate>(p, sc);
+  } else {
+    return launch_dq<D, T, kSoftcap, DqMode::split_cols>(p, sc);
+  }
 }
 
 template <typename T>

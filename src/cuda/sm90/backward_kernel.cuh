@@ -10,9 +10,10 @@
 //   dV += P^T dO, dK += dS^T Q           rs: the accumulators are the A fragments,
 //                                         dO/Q are MN-major B (as the forward's V)
 //   dS^T -> shared memory, then
-//   dQ (64 queries x 64 columns) = dS K   ss with both operands MN-major, added to the
-//                                         fp32 accumulator with float2 reductions
-//                                         (how the warpgroups share it: DqMode).
+//   dQ (64 queries x 64 columns) = dS K   ss with both operands MN-major (how the
+//                                         warpgroups share it: DqMode), staged in
+//                                         shared memory and added to the fp32
+//                                         accumulator by cp.reduce.async.bulk.tensor.
 #pragma once
 #include <cuda.h>
 
@@ -27,22 +28,16 @@
 
 namespace flashattn::detail::cuda::sm90 {
 
-// How the consumer warpgroups share dQ = dS K of a tile (64 queries x D), over all
-// 128 keys (both halves of dS^T: a barrier between the warpgroups every tile):
-//   split_cols (D = 128): each warpgroup 64 columns;
-//   alternate (D = 64): warpgroup (tile & 1) the whole 64 x 64 (an N = 32 half is
-//     not a legal MN-major 128-byte-swizzle operand).
-// (Measured and dropped, docs/perf/cuda_backward.md v2: at D = 64 each warpgroup
-// reducing the partial over its own 64 keys, with no barrier between the
-// warpgroups, ran 13-19% slower: twice the dQ reductions.)
-enum class DqMode { split_cols, alternate };
-
-// How dQ reaches its fp32 accumulator:
-//   none: not at all (deterministic mode: the sm80 dQ pass writes dQ);
-//   red: red.global.add.v2.f32 from the accumulator registers (16 per thread);
-//   tma: the warpgroup's 64 x 64 fp32 tile to shared memory (128-byte swizzle),
-//     then one thread issues two cp.reduce.async.bulk.tensor adds (32 columns each).
-enum class DqWrite { none, red, tma };
+// How the consumer warpgroups share dQ = dS K of a tile (64 queries x D):
+//   split_cols (D = 128): each warpgroup 64 columns over all 128 keys (needs both
+//     halves of dS^T: a barrier between the warpgroups every tile);
+//   alternate (D = 64): warpgroup (tile & 1) the whole 64 x 64 over all 128 keys
+//     (an N = 32 half is not a legal MN-major 128-byte-swizzle operand);
+//   own_keys (D = 64): each warpgroup the 64 x 64 partial over its own 64 keys,
+//     both reduced into dQ: twice the reductions, no barrier between the
+//     warpgroups. With REDs it lost 13-19% to alternate (v2); measured again
+//     with the copy-engine reduce (v4).
+enum class DqMode { split_cols, alternate, own_keys };
 
 template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::alternate)>
 struct BwdConfig {
@@ -228,7 +223,7 @@ __device__ __forceinline__ void consumers_publish_smem() {
   named_barrier_sync(1, 256);
 }
 
-template <class Cfg, typename T, bool kSoftcap, DqWrite kWrite>
+template <class Cfg, typename T, bool kSoftcap, bool kDq>
 __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& blk, unsigned char* sm,
                                              std::uint64_t* bars, int w) {
   constexpr int D = Cfg::kHeadDim;
@@ -277,16 +272,12 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
       consumers_publish_smem();
     }
   }
-  // dQ reductions: loop-invariant parts hoisted, so that the tail of each tile (the
-  // tensor cores idle there: both warpgroups reach it together) is little more than
-  // the 16 REDs. v1 spent ~250-400 SASS instructions per tile on per-element 64-bit
-  // address arithmetic and column tests.
-  const std::int64_t row_base = varlen ? blk.s.q_row0 : std::int64_t(blk.b) * p.seqlen_q;  // bwd::scratch_row
+  // First dq_acc row of this sequence (bwd::scratch_row) and this warpgroup's dQ
+  // columns.
+  const std::int64_t row_base = varlen ? blk.s.q_row0 : std::int64_t(blk.b) * p.seqlen_q;
   constexpr bool kSplit = Cfg::kDqMode == DqMode::split_cols;
-  const int col0 = (kSplit ? 64 * w : 0) + 2 * (lane % 4);
-  // Warp-uniform: whether every column of this warpgroup's dQ part lies inside the
-  // head dim (always, unless the head dim was padded up to the bucket).
-  const bool all_cols = p.head_dim >= (kSplit ? 64 * (w + 1) : 64);
+  constexpr bool kOwn = Cfg::kDqMode == DqMode::own_keys;
+  unsigned char* sDQ = sm + Cfg::kOffDQ + w * Cfg::kDQBytes;
   for (int it = 0; it < blk.total; ++it) {
     const int st = it % Cfg::kStages;
     int h, i0;
@@ -448,25 +439,31 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
     // accumulators.
     wgmma_wait<1>();
-    constexpr bool kDqTile = kWrite == DqWrite::tma;
-    unsigned char* sDQ = sm + Cfg::kOffDQ + w * Cfg::kDQBytes;
     // The warpgroup's dQ staging buffer is refilled after the barrier below: its
     // previous bulk reduce must have read it (long done by now: a tile ago).
-    if constexpr (kDqTile)
+    if constexpr (kDq)
       if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
-    consumers_publish_smem();
+    if constexpr (kOwn) {
+      // Only this warpgroup's rows of dS^T are read: its own 128 threads meet.
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+      named_barrier_sync(2 + w, 128);
+    } else {
+      consumers_publish_smem();  // both halves of dS^T
+    }
     // A compile-time condition where possible: a wgmma issued under a run-time
     // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
-    const bool do_dq = kWrite != DqWrite::none && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
+    const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
     float dq[32];
     if (do_dq) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
       wgmma_fence();
-      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
+      // own_keys: keys 64w..64w+63 = rows 64w.. of dS^T and of K (chunk 0).
+      const unsigned char* sA = sDS + (kOwn ? w * 64 * 128 : 0);
+      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0) + (kOwn ? w * 64 * 128 : 0);
 #pragma unroll
-      for (int ks = 0; ks < 8; ++ks)
-        GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+      for (int ks = 0; ks < (kOwn ? 4 : 8); ++ks)
+        GemmS::ss_mn(dq, smem_desc(sA + ks * 2048, Cfg::kDSBytes, 1024),
                      smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
       wgmma_commit();
     }
@@ -478,7 +475,10 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     }
     // Q, dO, lse and D of this stage are no longer read (dK/dV/dQ are complete).
     mbar_arrive(&empty[st]);
-    if (do_dq && kDqTile) {
+    // ---- dQ into its fp32 accumulator by the copy engine: the tile to shared
+    // memory, one thread issues the bulk reductions. (v2 used 16 red.global.add.v2.f32
+    // per thread: 12-15% slower at D = 128.)
+    if (do_dq) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
       // Two boxes of [64 rows][32 fp32 columns] with the 128-byte swizzle: row r at
@@ -511,31 +511,11 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
         }
         ::cuda::ptx::cp_async_bulk_commit_group();
       }
-    } else if (do_dq) {
-#pragma unroll
-      for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
-        if (i >= len_q) continue;
-        float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + col0;
-        if (all_cols) {
-#pragma unroll
-          for (int jb = 0; jb < 8; ++jb)
-            atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb), make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
-        } else {
-#pragma unroll
-          for (int jb = 0; jb < 8; ++jb)
-            if (col0 + 8 * jb < p.head_dim)
-              atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb),
-                        make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
-        }
-      }
     }
   }
   // Bulk reduces still reading this warpgroup's staging buffer (and writing dQ)
   // must finish before the CTA's shared memory goes away.
-  if constexpr (kWrite == DqWrite::tma)
+  if constexpr (kDq)
     if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
 
   // ---- dK, dV of this warpgroup's keys: pairs of columns per lane.
@@ -558,8 +538,8 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   }
 }
 
-// kWrite = none (deterministic mode): no dQ product; a separate pass writes dQ.
-template <int D, typename T, bool kSoftcap, DqWrite kWrite, DqMode Mode>
+// kDq = false (deterministic mode): no dQ product; a separate pass writes dQ.
+template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
 __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
   using Cfg = BwdConfig<D, Mode>;
   const BwdBlock blk(a.p, a.nkb);
@@ -586,7 +566,7 @@ __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kern
     if (threadIdx.x < 32) bwd_producer<Cfg>(a, blk, sm, bars);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    bwd_consumer<Cfg, T, kSoftcap, kWrite>(a, blk, sm, bars, wg - 1);
+    bwd_consumer<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
   }
 }
 
