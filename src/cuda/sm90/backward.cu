@@ -7,8 +7,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -90,24 +88,9 @@ void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
     launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
 }
 
-// A/B switch for one measurement (docs/perf/cuda_backward.md, sm90 v4):
-// FLASHATTN_SM90_BWD_D64=own_keys.
-bool d64_own_keys() {
-  static const bool own = [] {
-    const char* e = std::getenv("FLASHATTN_SM90_BWD_D64");
-    return e != nullptr && std::string(e) == "own_keys";
-  }();
-  return own;
-}
-
 template <int D, typename T, bool kSoftcap>
 void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
-  if constexpr (D == 64) {
-    if (d64_own_keys()) return launch_dq<64, T, kSoftcap, DqMode::own_keys>(p, sc);
-    return launch_dq<64, T, kSoftcap, DqMode::alternate>(p, sc);
-  } else {
-    return launch_dq<D, T, kSoftcap, DqMode::split_cols>(p, sc);
-  }
+  launch_dq<D, T, kSoftcap, D == 128 ? DqMode::split_cols : DqMode::alternate>(p, sc);
 }
 
 template <typename T>

@@ -32,12 +32,11 @@ namespace flashattn::detail::cuda::sm90 {
 //   split_cols (D = 128): each warpgroup 64 columns over all 128 keys (needs both
 //     halves of dS^T: a barrier between the warpgroups every tile);
 //   alternate (D = 64): warpgroup (tile & 1) the whole 64 x 64 over all 128 keys
-//     (an N = 32 half is not a legal MN-major 128-byte-swizzle operand);
-//   own_keys (D = 64): each warpgroup the 64 x 64 partial over its own 64 keys,
-//     both reduced into dQ: twice the reductions, no barrier between the
-//     warpgroups. With REDs it lost 13-19% to alternate (v2); measured again
-//     with the copy-engine reduce (v4).
-enum class DqMode { split_cols, alternate, own_keys };
+//     (an N = 32 half is not a legal MN-major 128-byte-swizzle operand).
+// Measured and dropped (docs/perf/cuda_backward.md v2, v4): at D = 64 each
+// warpgroup reducing the partial over its own 64 keys, with no barrier between the
+// warpgroups: 13-19% slower with REDs, 5-7% slower with the copy-engine reduce.
+enum class DqMode { split_cols, alternate };
 
 template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::alternate)>
 struct BwdConfig {
@@ -276,7 +275,6 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   // columns.
   const std::int64_t row_base = varlen ? blk.s.q_row0 : std::int64_t(blk.b) * p.seqlen_q;
   constexpr bool kSplit = Cfg::kDqMode == DqMode::split_cols;
-  constexpr bool kOwn = Cfg::kDqMode == DqMode::own_keys;
   unsigned char* sDQ = sm + Cfg::kOffDQ + w * Cfg::kDQBytes;
   for (int it = 0; it < blk.total; ++it) {
     const int st = it % Cfg::kStages;
@@ -443,13 +441,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     // previous bulk reduce must have read it (long done by now: a tile ago).
     if constexpr (kDq)
       if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
-    if constexpr (kOwn) {
-      // Only this warpgroup's rows of dS^T are read: its own 128 threads meet.
-      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
-      named_barrier_sync(2 + w, 128);
-    } else {
-      consumers_publish_smem();  // both halves of dS^T
-    }
+    consumers_publish_smem();  // both halves of dS^T
     // A compile-time condition where possible: a wgmma issued under a run-time
     // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
     const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
@@ -458,12 +450,10 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 #pragma unroll
       for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
       wgmma_fence();
-      // own_keys: keys 64w..64w+63 = rows 64w.. of dS^T and of K (chunk 0).
-      const unsigned char* sA = sDS + (kOwn ? w * 64 * 128 : 0);
-      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0) + (kOwn ? w * 64 * 128 : 0);
+      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
 #pragma unroll
-      for (int ks = 0; ks < (kOwn ? 4 : 8); ++ks)
-        GemmS::ss_mn(dq, smem_desc(sA + ks * 2048, Cfg::kDSBytes, 1024),
+      for (int ks = 0; ks < 8; ++ks)
+        GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
                      smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
       wgmma_commit();
     }
