@@ -127,7 +127,7 @@ const char* unsupported_reason(Backend b, const ForwardParams& p, bool backward)
   switch (b) {
     case Backend::cuda_portable: return portable_unsupported(p, backward);
     case Backend::cuda_sm80: return sm80_unsupported(p, backward);
-    case Backend::cuda_sm90: return backward ? "no Hopper backward kernel; use cuda_sm80" : sm90_unsupported(p, false);
+    case Backend::cuda_sm90: return sm90_unsupported(p, backward);
     default: return "not a CUDA backend";
   }
 }
@@ -170,6 +170,7 @@ void backward(Backend b, const BackwardParams& p, int device) {
   switch (b) {
     case Backend::cuda_portable: portable_backward(p); break;
     case Backend::cuda_sm80: sm80_backward(p); break;
+    case Backend::cuda_sm90: sm90_backward(p); break;
     default: break;
   }
 }

@@ -16,9 +16,15 @@ void sm80_forward(const ForwardParams& p);
 void sm80_backward(const BackwardParams& p);
 // The backward half of sm80_unsupported (owned by the backward kernel).
 const char* sm80_backward_unsupported(const ForwardParams& p);
+// The sm80 deterministic dQ pass alone (dQ written directly from q, k, v, dout, lse
+// and D = `dsum`); the sm90 backward uses it in deterministic mode.
+void sm80_deterministic_dq(const BackwardParams& p, const float* dsum);
 
 const char* sm90_unsupported(const ForwardParams& p, bool backward);
 void sm90_forward(const ForwardParams& p);
+void sm90_backward(const BackwardParams& p);
+// The backward half of sm90_unsupported (owned by the backward kernel).
+const char* sm90_backward_unsupported(const ForwardParams& p);
 
 // Compute capability (major*10 + minor) of the current device, cached per device.
 int current_device_arch();

@@ -109,8 +109,10 @@ TEST(BackwardBench, DISABLED_Table) {
           Backend b;
           bool det;
         };
-        for (Variant var : {Variant{"sm80", Backend::cuda_sm80, false}, Variant{"sm80_det", Backend::cuda_sm80, true},
+        for (Variant var : {Variant{"sm90", Backend::cuda_sm90, false}, Variant{"sm90_det", Backend::cuda_sm90, true},
+                            Variant{"sm80", Backend::cuda_sm80, false}, Variant{"sm80_det", Backend::cuda_sm80, true},
                             Variant{"portable", Backend::cuda_portable, false}}) {
+          if (var.b == Backend::cuda_portable && std::getenv("FA_BENCH_NO_PORTABLE")) continue;
           if (var.b == Backend::cuda_portable && S > 1024) continue;  // minutes per cell otherwise
           opt.backend = var.b;
           opt.deterministic = var.det;

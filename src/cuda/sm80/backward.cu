@@ -57,6 +57,30 @@ std::size_t smem_bytes(int d) {
   }
 }
 
+// The deterministic dQ pass: one block per (query tile, head), key tiles summed in order.
+template <typename T, int kD>
+void dq_pass(const BackwardParams& p, const float* dsum) {
+  using Dq = sm80bwd::DqTraits<kD>;
+  const std::int64_t qblocks = (p.seqlen_q + Dq::kBM - 1) / Dq::kBM * p.heads_q * std::int64_t(p.batch);
+  if (qblocks > 0) {
+    auto kernel = sm80bwd::dq_kernel<T, kD>;
+    allow_dynamic_smem(kernel, Dq::kSmemBytes);
+    kernel<<<unsigned(qblocks), Dq::kThreads, Dq::kSmemBytes, stream_of(p)>>>(p, dsum);
+    FA_CUDA_CHECK_LAUNCH();
+  }
+}
+
+template <typename T>
+void dq_pass_dtype(const BackwardParams& p, const float* dsum) {
+  switch (bucket(p.head_dim)) {
+    case 64: return dq_pass<T, 64>(p, dsum);
+    case 96: return dq_pass<T, 96>(p, dsum);
+    case 128: return dq_pass<T, 128>(p, dsum);
+    case 192: return dq_pass<T, 192>(p, dsum);
+    default: return dq_pass<T, 256>(p, dsum);
+  }
+}
+
 template <typename T, typename Tr>
 void launch(const BackwardParams& p) {
   constexpr int kD = Tr::kDA * Tr::kSplit;
@@ -77,16 +101,7 @@ void launch(const BackwardParams& p) {
   // Deterministic mode: dQ by a pass over query tiles that sums key tiles in
   // order, and a broadcast dbias by the portable pass; the dK/dV above are
   // deterministic by construction.
-  if (det) {
-    using Dq = sm80bwd::DqTraits<kD>;
-    const std::int64_t qblocks = (p.seqlen_q + Dq::kBM - 1) / Dq::kBM * p.heads_q * std::int64_t(p.batch);
-    if (qblocks > 0) {
-      auto kernel = sm80bwd::dq_kernel<T, kD>;
-      allow_dynamic_smem(kernel, Dq::kSmemBytes);
-      kernel<<<unsigned(qblocks), Dq::kThreads, Dq::kSmemBytes, stream_of(p)>>>(p, sc.dsum);
-      FA_CUDA_CHECK_LAUNCH();
-    }
-  }
+  if (det) dq_pass<T, kD>(p, sc.dsum);
   if (want_dbias && !dbias_atomic) bwd::deterministic_passes(p, sc, false, true);
   bwd::finish(p, sc);
 }
@@ -125,6 +140,13 @@ const char* sm80_backward_unsupported(const ForwardParams& p) {
   if (smem_bytes(bucket(p.head_dim)) > current_device_info().smem_optin)
     return "this head dim's backward tiles need more shared memory per block than the device offers";
   return nullptr;
+}
+
+void sm80_deterministic_dq(const BackwardParams& p, const float* dsum) {
+  if (p.dtype == DType::f16)
+    dq_pass_dtype<__half>(p, dsum);
+  else
+    dq_pass_dtype<__nv_bfloat16>(p, dsum);
 }
 
 void sm80_backward(const BackwardParams& p) {

@@ -103,7 +103,7 @@ bool tma_ok(const void* ptr, const OperandStrides& st, bool varlen, int batch, i
 }  // namespace sm90
 
 const char* sm90_unsupported(const ForwardParams& p, bool backward) {
-  if (backward) return "no Hopper backward kernel";
+  if (backward) return sm90_backward_unsupported(p);
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "the wgmma kernel takes bf16 and fp16 only";
   if (p.head_dim != 64 && p.head_dim != 128 && p.head_dim != 256) return "head dim is not 64, 128 or 256";
   if (p.bias != nullptr) return "no attention bias in the wgmma kernel";

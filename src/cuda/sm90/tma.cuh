@@ -55,6 +55,35 @@ inline CUtensorMap make_tensor_map(DType dtype, const OperandGeometry& g) {
   return map;
 }
 
+// The backward's fp32 dQ accumulator ([rows][heads][d], dense) as a 3-D tensor
+// (d, heads, rows) for cp.reduce.async.bulk.tensor: boxes of 32 columns (128 bytes,
+// 128-byte swizzle) x 1 head x box_rows rows.
+inline CUtensorMap make_reduce_map(float* base, std::uint64_t d, std::uint64_t heads, std::uint64_t rows,
+                                   std::uint32_t box_rows) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static Encode encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    FA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q));
+    if (q != cudaDriverEntryPointSuccess || fn == nullptr)
+      throw Error(ErrorCode::cuda_error, "cuTensorMapEncodeTiled is not available from the CUDA driver");
+    return reinterpret_cast<Encode>(fn);
+  }();
+  const cuuint64_t dims[3] = {d, heads, rows};
+  const cuuint64_t strides[2] = {d * 4, heads * d * 4};  // d % 8 == 0: multiples of 16 bytes
+  const cuuint32_t box[3] = {32, 1, box_rows};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  CUtensorMap map;
+  const CUresult r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, base, dims, strides, box, elem_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS)
+    throw Error(ErrorCode::cuda_error, "cuTensorMapEncodeTiled (dQ reduce map) failed with CUresult " + std::to_string(int(r)));
+  return map;
+}
+
 // Copies box (c0.., row, head, batch) of `map` into smem, completing on `bar`
 // (cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes).
 __device__ __forceinline__ void tma_load(void* smem, const CUtensorMap* map, int c, int row, int head, int batch,

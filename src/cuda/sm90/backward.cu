@@ -1,0 +1,156 @@
+// Hopper backward (sm_90a): launch, support rules and the fallbacks. The scratch
+// (D = rowsum(dO * O), the zeroed fp32 dQ accumulator) and the dQ conversion are the
+// ones the portable and sm80 kernels use (portable/backward_scratch.cuh); in
+// deterministic mode dQ comes from the sm80 tensor-core dQ pass (keys summed in a
+// fixed order) and the kernel here does dK/dV only.
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+#include "cuda/families.hpp"
+#include "cuda/sm90/backward_kernel.cuh"
+
+namespace flashattn::detail::cuda {
+namespace sm90 {
+namespace {
+
+int bucket(int head_dim) { return head_dim <= 64 ? 64 : 128; }
+
+// TMA describes a global tensor by a 16-byte aligned base and strides that are
+// multiples of 16 bytes (8 elements), below 2^40 bytes.
+bool tma_operand_ok(const void* ptr, const OperandStrides& st, bool varlen, int batch, int heads, std::int64_t rows) {
+  auto good = [](std::int64_t stride_el, std::int64_t extent) {
+    return extent <= 1 || (stride_el > 0 && stride_el % 8 == 0 && stride_el * 2 < (std::int64_t(1) << 40));
+  };
+  return reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0 && good(st.row, rows) && good(st.head, heads) &&
+         (varlen || good(st.batch, batch));
+}
+
+bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
+bool strides8(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
+
+// What only the backward call knows: dO goes through TMA, dK/dV are written in
+// 4-byte pairs (16-byte rule as the sm80 kernel, which takes the call otherwise).
+bool gradients_ok(const BackwardParams& p) {
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const std::int64_t qrows = varlen ? p.total_q : p.seqlen_q;
+  return tma_operand_ok(p.dout, p.dout_strides, varlen, p.batch, p.heads_q, qrows) && aligned16(p.dk) &&
+         aligned16(p.dv) && strides8(p.dk_strides) && strides8(p.dv_strides) &&
+         (!p.deterministic || (aligned16(p.dq) && strides8(p.dq_strides)));  // sm80's dQ pass writes pairs
+}
+
+template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
+void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
+  using Cfg = BwdConfig<D, Mode>;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const std::int64_t nkb = (p.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN;
+  const std::int64_t grid = nkb * p.heads_kv * std::int64_t(p.batch);
+  if (grid == 0) return;
+  BwdArgs a{};
+  a.p = p;
+  a.dsum = sc.dsum;
+  a.dq_acc = sc.dq_acc;
+  a.nkb = int(nkb);
+  a.scale_log2 = p.scale * kBwdLog2e;
+  a.cap_pre = p.softcap > 0.0f ? p.scale / p.softcap : 1.0f;
+  a.softcap_log2 = p.softcap * kBwdLog2e;
+  const std::uint64_t nb = varlen ? 1 : std::uint64_t(p.batch);
+  const std::uint64_t qrows = std::uint64_t(varlen ? p.total_q : p.seqlen_q);
+  const std::uint64_t krows = std::uint64_t(varlen ? p.total_k : p.seqlen_k);
+  const std::uint64_t hd = std::uint64_t(p.head_dim);  // columns past it (padded bucket) read as zero
+  auto qmap = [&](const void* base, const OperandStrides& s) {
+    return make_tensor_map(p.dtype, {base, hd, qrows, std::uint64_t(p.heads_q), nb, std::uint64_t(s.row),
+                                     std::uint64_t(s.head), std::uint64_t(s.batch), std::uint32_t(Cfg::kBlockM)});
+  };
+  auto kmap = [&](const void* base, const OperandStrides& s) {
+    return make_tensor_map(p.dtype, {base, hd, krows, std::uint64_t(p.heads_kv), nb, std::uint64_t(s.row),
+                                     std::uint64_t(s.head), std::uint64_t(s.batch), std::uint32_t(Cfg::kBlockN)});
+  };
+  a.tq = qmap(p.q, p.q_strides);
+  a.tdo = qmap(p.dout, p.dout_strides);
+  a.tk = kmap(p.k, p.k_strides);
+  a.tv = kmap(p.v, p.v_strides);
+  if (kDq)
+    a.tdq = make_reduce_map(sc.dq_acc, hd, std::uint64_t(p.heads_q), std::uint64_t(p.total_q), Cfg::kBlockM);
+  auto kernel = backward_kernel<D, T, kSoftcap, kDq, Mode>;
+  FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+  kernel<<<unsigned(grid), Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
+  FA_CUDA_CHECK_LAUNCH();
+}
+
+template <int D, typename T, bool kSoftcap, DqMode Mode>
+void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
+  if (sc.dq_acc != nullptr)
+    launch_kernel<D, T, kSoftcap, true, Mode>(p, sc);
+  else
+    launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
+}
+
+template <int D, typename T, bool kSoftcap>
+void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
+  launch_dq<D, T, kSoftcap, D == 128 ? DqMode::split_cols : DqMode::alternate>(p, sc);
+}
+
+template <typename T>
+void launch_dtype(const BackwardParams& p, const bwd::Scratch& sc) {
+  const bool cap = p.softcap > 0.0f;
+  if (bucket(p.head_dim) == 64)
+    cap ? launch_mode<64, T, true>(p, sc) : launch_mode<64, T, false>(p, sc);
+  else
+    cap ? launch_mode<128, T, true>(p, sc) : launch_mode<128, T, false>(p, sc);
+}
+
+}  // namespace
+}  // namespace sm90
+
+const char* sm90_backward_unsupported(const ForwardParams& p) {
+  if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "the wgmma backward takes bf16 and fp16 only";
+  if (p.head_dim % 8 != 0 || p.head_dim > 128)
+    return "the wgmma backward takes head dims that are multiples of 8 up to 128 (larger ones: cuda_portable)";
+  if (p.bias != nullptr) return "no attention bias in the wgmma backward (cuda_sm80 has it)";
+  if (p.alibi != nullptr) return "no ALiBi in the wgmma backward (cuda_sm80 has it)";
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const std::int64_t qrows = varlen ? p.total_q : p.seqlen_q, krows = varlen ? p.total_k : p.seqlen_k;
+  if (p.seqlen_q >= (std::int64_t(1) << 29) || p.seqlen_k >= (std::int64_t(1) << 29))
+    return "sequence lengths must stay below 2^29 (32-bit mask arithmetic)";
+  if (qrows >= (std::int64_t(1) << 31) - 128 || krows >= (std::int64_t(1) << 31) - 128)
+    return "more rows than TMA coordinates hold";
+  if ((p.seqlen_q / 64 + 1) * (p.heads_q / p.heads_kv) >= (std::int64_t(1) << 31))
+    return "query tiles times GQA group size must fit in 32 bits";
+  if ((p.seqlen_k + 127) / 128 * p.heads_kv * std::int64_t(p.batch) >= (std::int64_t(1) << 31))
+    return "too many key blocks for one grid";
+  if (!sm90::tma_operand_ok(p.q, p.q_strides, varlen, p.batch, p.heads_q, qrows) ||
+      !sm90::tma_operand_ok(p.k, p.k_strides, varlen, p.batch, p.heads_kv, krows) ||
+      !sm90::tma_operand_ok(p.v, p.v_strides, varlen, p.batch, p.heads_kv, krows))
+    return "q/k/v need a 16-byte aligned base and strides that are multiples of 8 elements (TMA)";
+  // D = rowsum(dO * O) is computed by the shared scratch kernel, which reads O
+  // element by element: no rule for out here.
+  return nullptr;
+}
+
+void sm90_backward(const BackwardParams& p) {
+  if (p.batch == 0) return;
+  // Support is decided before dout and the gradients are known (see api.cpp);
+  // calls whose dout cannot go through TMA, or whose gradients are misaligned,
+  // take the sm80 kernel where it can run them (it falls back to the portable one
+  // itself on misaligned gradients), else the portable kernel.
+  if (!sm90::gradients_ok(p)) {
+    if (sm80_backward_unsupported(p) == nullptr)
+      sm80_backward(p);
+    else
+      portable_backward(p);
+    return;
+  }
+  const bool det = p.deterministic;
+  const bwd::Scratch sc = bwd::prepare(p, !det, false);
+  if (p.dtype == DType::bf16)
+    sm90::launch_dtype<__nv_bfloat16>(p, sc);
+  else
+    sm90::launch_dtype<__half>(p, sc);
+  if (det) sm80_deterministic_dq(p, sc.dsum);
+  bwd::finish(p, sc);
+}
+
+}  // namespace flashattn::detail::cuda
