@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -15,9 +16,8 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-template <int D, typename T>
-__global__ void __launch_bounds__(TileConfig<D>::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
-  using Cfg = TileConfig<D>;
+template <class Cfg, typename T>
+__global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
   const int wg = threadIdx.x / 128;
@@ -50,9 +50,30 @@ int sm_count() {
   return n;
 }
 
-template <int D, typename T>
+// A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
+// tile order (scheduler.cuh), FLASHATTN_SM90_D64_WG=2 the two-warpgroup D = 64 tile.
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+}
+
+// Tile order for this call (scheduler.cuh). Uniform work per tile (no mask, or a
+// window bounded on both sides): head-major, for K/V reuse in L2. Work growing or
+// shrinking along the query blocks (causal-like): with few heads (>= 4 CTAs per
+// head at once in LPT order) the LPT snake balances best and still shares K/V;
+// with many, pairs of blocks keep both balance and sharing.
+int pick_order(const ForwardParams& p, int units_lpt, int sms) {
+  static const int forced = env_int("FLASHATTN_SM90_ORDER", -1);
+  if (forced >= kOrderLpt && forced <= kOrderPaired) return forced;
+  const bool uniform = (p.window_left < 0) == (p.window_right < 0);
+  if (uniform) return kOrderHeadMajor;
+  const int grid = units_lpt < sms ? units_lpt : sms;
+  return std::int64_t(p.batch) * p.heads_q * 4 <= grid ? kOrderLptSnake : kOrderPaired;
+}
+
+template <class Cfg, typename T>
 void launch(const ForwardParams& p) {
-  using Cfg = TileConfig<D>;
+  constexpr int D = Cfg::kHeadDim;
   const bool varlen = p.cu_seqlens_q != nullptr;
   KernelArgs a{};
   a.p = p;
@@ -65,16 +86,17 @@ void launch(const ForwardParams& p) {
                                    std::uint64_t(p.k_strides.head), std::uint64_t(p.k_strides.batch), Cfg::kBlockN});
   a.tv = make_tensor_map(p.dtype, {p.v, D, krows, std::uint64_t(p.heads_kv), nb, std::uint64_t(p.v_strides.row),
                                    std::uint64_t(p.v_strides.head), std::uint64_t(p.v_strides.batch), Cfg::kBlockN});
-  a.sched = {int((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM), p.batch, p.heads_q};
+  static const int sms = sm_count();
+  a.sched = {int((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM), p.batch, p.heads_q, kOrderLpt};
+  a.sched.order = pick_order(p, a.sched.num_tiles(), sms);
   constexpr float kLog2e = 1.4426950408889634f;
   a.sm.softcap = p.softcap;
   a.sm.cap_pre = p.softcap > 0.0f ? p.scale / p.softcap : 1.0f;
   a.sm.exp2_scale = p.softcap > 0.0f ? kLog2e : p.scale * kLog2e;
-  const int tiles = a.sched.num_tiles();
-  if (tiles == 0) return;
-  static const int sms = sm_count();
-  const int grid = tiles < sms ? tiles : sms;
-  auto kernel = forward_kernel<D, T>;
+  const int units = a.sched.num_units();
+  if (units == 0) return;
+  const int grid = units < sms ? units : sms;
+  auto kernel = forward_kernel<Cfg, T>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();
@@ -82,10 +104,16 @@ void launch(const ForwardParams& p) {
 
 template <typename T>
 void launch_dtype(const ForwardParams& p) {
+  static const bool d64_two = env_int("FLASHATTN_SM90_D64_WG", 3) == 2;
   switch (p.head_dim) {
-    case 64: launch<64, T>(p); break;
-    case 128: launch<128, T>(p); break;
-    default: launch<256, T>(p); break;
+    case 64:
+      if (d64_two)
+        launch<TileConfig<64, 2>, T>(p);
+      else
+        launch<TileConfig<64, 3>, T>(p);
+      break;
+    case 128: launch<TileConfig<128>, T>(p); break;
+    default: launch<TileConfig<256>, T>(p); break;
   }
 }
 

@@ -62,8 +62,9 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
   const ForwardParams& p = a.p;
   const bool varlen = p.cu_seqlens_q != nullptr;
   int tile_iter = 0, kv_iter = 0;
-  for (int t = blockIdx.x; t < a.sched.num_tiles(); t += gridDim.x) {
-    const TileCoord c = a.sched.tile(t);
+  TileCoord c;
+  for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
+    if (c.m_block < 0) continue;
     const BlockInfo<BM, BN> info(p, c);
     if (!info.valid) continue;
     const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
@@ -178,18 +179,21 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     for (int ks = 0; ks < BN / 16; ++ks) p_fragment<T>(s, ks, pa[ks]);
   };
 
-  // Ping-pong (FlashAttention-3): the two consumer warpgroups take turns issuing
-  // their GEMMs, so one's softmax (bound by the 16 exp/clock/SM of the MUFU) runs
-  // while the other's GEMMs keep the tensor cores busy. Named barrier 2 + w is
-  // "warpgroup w may issue"; each warpgroup opens the other's after issuing. Both
-  // walk the same tiles and key blocks, so their issue points pair up one to one.
-  const int other = 1 - wg;
+  // Ping-pong (FlashAttention-3): the consumer warpgroups take turns issuing their
+  // GEMMs in a ring 0, 1, (2,) 0, ..., so one's softmax (bound by the 16 exp/clock/SM
+  // of the MUFU) runs while the others' GEMMs keep the tensor cores busy. Named
+  // barrier 2 + w is "warpgroup w may issue"; each warpgroup opens the next one's
+  // after issuing. All walk the same tiles and key blocks, so their issue points
+  // pair up one to one.
+  constexpr int kWgs = Cfg::kConsumerWarpgroups;
+  const int next = wg + 1 == kWgs ? 0 : wg + 1;
   auto turn_begin = [&] { named_barrier_sync(2 + wg, 256); };
-  auto turn_end = [&] { named_barrier_arrive(2 + other, 256); };
-  if (wg == 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
+  auto turn_end = [&] { named_barrier_arrive(2 + next, 256); };
+  if (wg == kWgs - 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
 
-  for (int tile = blockIdx.x; tile < a.sched.num_tiles(); tile += gridDim.x) {
-    const TileCoord c = a.sched.tile(tile);
+  TileCoord c;
+  for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
+    if (c.m_block < 0) continue;
     // Only 32-bit values stay live through the mainloop; the epilogue recomputes
     // the rest (registers are tight beside a 64 x 256 accumulator).
     int kb[2], ke[2], len_k, n_lo, n_hi, full_lo, full_hi;
@@ -288,12 +292,17 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     if (n_hi <= n_lo) mbar_arrive(sm.q_empty);  // no key block: Q was never read
     float inv[2], lse[2];
     softmax.finish(a.sm, inv, lse);
+    // The tile's coordinates again, from k through an opaque copy so the compiler
+    // recomputes them instead of holding three more registers through the mainloop.
+    int k_again = k;
+    opaque_int(k_again);
+    a.sched.tile_at(k_again, blockIdx.x, gridDim.x, c);
     const BlockInfo<BM, BN> info(p, c);
     store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
     ++tile_iter;
   }
-  // Warpgroup 1's last turn_end opened barrier 2 with nobody to take it: take it,
-  // so that no named barrier is left half-arrived at exit.
+  // The last warpgroup's last turn_end opened barrier 2 with nobody to take it:
+  // take it, so that no named barrier is left half-arrived at exit.
   if (wg == 0) named_barrier_sync(2, 256);
 }
 

@@ -50,6 +50,10 @@ __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 __device__ __forceinline__ void fence_operand(std::uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
+// An empty asm that claims to modify an int: the compiler cannot reuse values it
+// derived from it earlier, so it recomputes them (cheaper than keeping them live).
+__device__ __forceinline__ void opaque_int(int& r) { asm volatile("" : "+r"(r)); }
+
 // setmaxnreg (9.7.17.1 "setmaxnreg"): the warpgroup releases (dec) or claims (inc)
 // registers so that producer warps run lean and consumers get the rest. Needs a
 // register cap at kernel entry (__launch_bounds__(threads, 1)).
