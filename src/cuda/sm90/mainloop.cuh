@@ -140,12 +140,14 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
     wgmma_fence();
+    // Descriptors: the tile's base once, then a constant byte step per k-step.
+    const std::uint32_t q_lo = desc_lo(q_wg, 16), k_lo = desc_lo(sm.k(st), 16);
+    constexpr std::uint32_t hi = desc_hi(1024);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       const int off = (ks % 4) * 32;  // 16 elements = 32 bytes inside the 128-byte row
-      const std::uint64_t da = smem_desc(q_wg + (ks / 4) * Cfg::kQChunkBytes + off, 16, 1024);
-      const std::uint64_t db = smem_desc(sm.k(st) + (ks / 4) * Cfg::kKVChunkBytes + off, 16, 1024);
-      GemmS::ss(s, da, db, ks > 0);
+      GemmS::ss(s, make_desc(q_lo, (ks / 4) * Cfg::kQChunkBytes + off, hi),
+                make_desc(k_lo, (ks / 4) * Cfg::kKVChunkBytes + off, hi), ks > 0);
     }
     wgmma_commit();
   };
@@ -157,13 +159,12 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
 #pragma unroll
       for (int r = 0; r < 4; ++r) fence_operand(pa[ks][r]);
     wgmma_fence();
+    // V stage: keys along rows, 16 keys = 2048 bytes per k-step; the 64-wide
+    // column chunks sit kKVChunkBytes apart (LBO).
+    const std::uint32_t v_lo = desc_lo(sm.v(st), Cfg::kKVChunkBytes);
+    constexpr std::uint32_t hi = desc_hi(1024);
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) {
-      // V stage: keys along rows, 16 keys = 2048 bytes per k-step; the 64-wide
-      // column chunks sit kKVChunkBytes apart (LBO).
-      const std::uint64_t db = smem_desc(sm.v(st) + ks * 2048, Cfg::kKVChunkBytes, 1024);
-      GemmO::rs(o, pa[ks], db);
-    }
+    for (int ks = 0; ks < BN / 16; ++ks) GemmO::rs(o, pa[ks], make_desc(v_lo, ks * 2048, hi));
     wgmma_commit();
   };
   auto fence_s = [&] {
@@ -273,8 +274,12 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
         }
+        // Most blocks change no row's max (lazy rescaling): skip the D/2 multiplies
+        // when no row of the warp needs them (a warp-uniform branch).
+        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
-        for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+          for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+        }
         to_p();
         ++kv_iter;
         st = st_next;

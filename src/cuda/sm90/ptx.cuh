@@ -31,6 +31,20 @@ __device__ __forceinline__ std::uint64_t smem_desc(const void* smem, std::uint32
   return d;
 }
 
+// The same descriptor in two 32-bit halves, so that stepping through a tile is one
+// 32-bit add to the low half: shared-memory addresses are below 2^18 (228 KB), so
+// the start-address field (addr >> 4, 14 bits) never carries into the LBO field.
+// desc_lo: start address and LBO; desc_hi: SBO and the 128-byte swizzle mode.
+__device__ __forceinline__ std::uint32_t desc_lo(const void* smem, std::uint32_t lbo_bytes) {
+  const std::uint32_t addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem));
+  return (addr >> 4) | ((lbo_bytes >> 4) << 16);
+}
+__host__ __device__ constexpr std::uint32_t desc_hi(std::uint32_t sbo_bytes) { return (sbo_bytes >> 4) | (1u << 30); }
+// lo + byte offset (a multiple of 16 inside the same shared-memory tile).
+__device__ __forceinline__ std::uint64_t make_desc(std::uint32_t lo, std::uint32_t offset_bytes, std::uint32_t hi) {
+  return (std::uint64_t(hi) << 32) | (lo + (offset_bytes >> 4));
+}
+
 // wgmma.fence (9.7.15.7.1): orders this warpgroup's register accesses to the
 // accumulators (and A fragments) before the wgmma.mma_async that follow.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

@@ -14,8 +14,10 @@
 //               byte: bandwidth-bound near 500 TFLOP/s, where D = 64/128 sat at
 //               S <= 4k); head-major shares each K/V block among the CTAs of a head.
 //   paired:     slots in pairs (query block M-1-i, then i) of one head, head-major:
-//               under a causal mask each pair does M+1 key blocks, so a plain round
-//               robin balances and the heads stay adjacent for L2 reuse.
+//               under a causal mask with BM a multiple of BN each pair does the
+//               same number of key blocks, so a plain round robin balances and the
+//               heads stay adjacent for L2 reuse. With an odd M the middle blocks
+//               (half a pair's work) come last, one per head, as the LPT tail.
 #pragma once
 #include <cstdint>
 
@@ -34,10 +36,10 @@ struct Scheduler {
   int num_m_blocks, batch, heads;
   int order;
   __host__ __device__ int num_tiles() const { return num_m_blocks * batch * heads; }
-  __host__ __device__ int pairs_per_head() const { return (num_m_blocks + 1) / 2; }
-  // Work items dealt round robin: tiles, or pairs of tiles.
+  __host__ __device__ int pairs_per_head() const { return num_m_blocks / 2; }
+  // Work items dealt round robin: tiles, or pairs of tiles then the odd middles.
   __host__ __device__ int num_units() const {
-    return order == kOrderPaired ? pairs_per_head() * batch * heads : num_tiles();
+    return order == kOrderPaired ? (pairs_per_head() + (num_m_blocks & 1)) * batch * heads : num_tiles();
   }
   // The k-th slot of CTA `cta` in a grid of `grid`; false once the CTA is done.
   __device__ __forceinline__ bool tile_at(int k, int cta, int grid, TileCoord& c) const {
@@ -46,11 +48,15 @@ struct Scheduler {
       const std::int64_t u = cta + std::int64_t(k >> 1) * grid;
       if (u >= num_units()) return false;
       const int per = pairs_per_head();
-      const int bh = int(u / per), i = int(u - std::int64_t(bh) * per);
-      const int hi = num_m_blocks - 1 - i;
-      // The middle block of an odd count pairs with itself: its second slot is empty.
-      const int m = (k & 1) ? (i == hi ? -1 : i) : hi;
-      c = {m, bh / heads, bh % heads};
+      const std::int64_t paired = std::int64_t(per) * bh_count;
+      if (u < paired) {
+        const int bh = int(u / per), i = int(u - std::int64_t(bh) * per);
+        c = {(k & 1) ? i : num_m_blocks - 1 - i, bh / heads, bh % heads};
+      } else {
+        // A middle block alone: its second slot is empty.
+        const int bh = int(u - paired);
+        c = {(k & 1) ? -1 : per, bh / heads, bh % heads};
+      }
       return true;
     }
     // Snake: odd rounds take index grid - 1 - cta = (cta ^ -1) + grid, written so
