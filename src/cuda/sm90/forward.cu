@@ -97,6 +97,8 @@ void launch(const ForwardParams& p) {
   // from fp32 overflow in l and O. FLASHATTN_SM90_RESCALE_SLACK=0 for the A/B run.
   static const float slack = float(env_int("FLASHATTN_SM90_RESCALE_SLACK", 8));
   a.sm.rescale_slack = slack;
+  static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
+  a.defer_epilogue = defer;
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;

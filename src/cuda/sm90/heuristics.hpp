@@ -28,6 +28,10 @@ struct TileConfig {
   // overlap): needs S, P and O live at once; at D = 256 that is 176 accumulator
   // registers of the 240 and ptxas spills, so D = 256 runs the GEMMs back to back.
   static constexpr bool kOverlap = D <= 128;
+  // Store a finished tile's O under the next tile's first S (mainloop.cuh): O
+  // stays live beside S there, which at D = 256 (O alone is 128 registers)
+  // spilled 200-500 bytes, so D = 256 stores right away.
+  static constexpr bool kDeferEpilogue = D <= 128;
   static constexpr int kChunks = D / 64;  // 128-byte swizzle: one TMA box per 64 columns
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   // setmaxnreg budgets (multiples of 8; 128 * producer + 128 * warpgroups * consumer

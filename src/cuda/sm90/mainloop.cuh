@@ -24,6 +24,7 @@ struct KernelArgs {
   ForwardParams p;
   Scheduler sched;
   SoftmaxParams sm;
+  bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -192,7 +193,32 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   auto turn_end = [&] { named_barrier_arrive(2 + next, 256); };
   if (wg == kWgs - 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
 
+  // Deferred epilogue: a finished tile's O waits in registers until the next tile's
+  // first S is issued, and is stored while that GEMM runs (the stores of 64 x D
+  // values leave the critical path between two tiles). pending_k: the slot of the
+  // waiting tile, -1 for none; inv/lse: its normalizers.
+  int pending_k = -1;
+  float inv[2], lse[2];
   TileCoord c;
+  auto store_tile = [&](int kk) {
+    // The tile's coordinates again, from its slot through an opaque copy so the
+    // compiler recomputes them instead of holding three more registers.
+    opaque_int(kk);
+    a.sched.tile_at(kk, blockIdx.x, gridDim.x, c);
+    const BlockInfo<BM, BN> info(p, c);
+    store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
+  };
+  auto flush = [&] {
+    if (pending_k < 0) return;
+    store_tile(pending_k);
+    pending_k = -1;
+  };
+  auto start_tile = [&] {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    softmax.reset();
+  };
+
   for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
     if (c.m_block < 0) continue;
     // Only 32-bit values stay live through the mainloop; the epilogue recomputes
@@ -215,9 +241,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       full_hi = info.full_hi;
     }
     auto needs_mask = [&](int n) { return n * BN < full_lo || n * BN + BN > full_hi; };
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
-    softmax.reset();
+    if constexpr (!Cfg::kDeferEpilogue) start_tile();
     mbar_wait(sm.q_full, tile_iter & 1);
     auto v_ready = [&](int st, int n) {
       mbar_wait(&sm.v_full[st], (kv_iter / Cfg::kStages) & 1);
@@ -233,6 +257,10 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       turn_begin();
       issue_s(st);
       turn_end();
+      if constexpr (Cfg::kDeferEpilogue) {
+        flush();  // the previous tile's O, under this S
+        start_tile();
+      }
       wgmma_wait<0>();
       fence_s();
       mbar_arrive(&sm.k_empty[st]);
@@ -294,18 +322,21 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       mbar_arrive(&sm.v_empty[st]);
       ++kv_iter;
     }
-    if (n_hi <= n_lo) mbar_arrive(sm.q_empty);  // no key block: Q was never read
-    float inv[2], lse[2];
+    if (n_hi <= n_lo) {  // no key block: Q was never read; O = 0, lse = -inf
+      mbar_arrive(sm.q_empty);
+      if constexpr (Cfg::kDeferEpilogue) {
+        flush();
+        start_tile();
+      }
+    }
     softmax.finish(a.sm, inv, lse);
-    // The tile's coordinates again, from k through an opaque copy so the compiler
-    // recomputes them instead of holding three more registers through the mainloop.
-    int k_again = k;
-    opaque_int(k_again);
-    a.sched.tile_at(k_again, blockIdx.x, gridDim.x, c);
-    const BlockInfo<BM, BN> info(p, c);
-    store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
+    if (Cfg::kDeferEpilogue && a.defer_epilogue)
+      pending_k = k;
+    else
+      store_tile(k);
     ++tile_iter;
   }
+  if constexpr (Cfg::kDeferEpilogue) flush();
   // The last warpgroup's last turn_end opened barrier 2 with nobody to take it:
   // take it, so that no named barrier is left half-arrived at exit.
   if (wg == 0) named_barrier_sync(2, 256);

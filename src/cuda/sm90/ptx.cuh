@@ -64,6 +64,19 @@ __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 __device__ __forceinline__ void fence_operand(std::uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
+// st.global.b32 under a predicate (9.7.9.10 "st"): a store that some lanes skip
+// without a branch. The deferred epilogue stores O while a wgmma is in flight, and
+// a divergent branch there makes ptxas serialize every wgmma of the kernel (C7518).
+__device__ __forceinline__ void st_global_if(void* ptr, std::uint32_t v, bool pred) {
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "setp.ne.b32 p, %2, 0;\n"       // p = pred
+      "@p st.global.b32 [%0], %1;\n"  // the store, where p holds
+      "}\n" ::"l"(ptr),
+      "r"(v), "r"(int(pred))
+      : "memory");
+}
+
 // An empty asm that claims to modify an int: the compiler cannot reuse values it
 // derived from it earlier, so it recomputes them (cheaper than keeping them live).
 __device__ __forceinline__ void opaque_int(int& r) { asm volatile("" : "+r"(r)); }

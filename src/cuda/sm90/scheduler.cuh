@@ -45,16 +45,18 @@ struct Scheduler {
   __device__ __forceinline__ bool tile_at(int k, int cta, int grid, TileCoord& c) const {
     const int bh_count = batch * heads;
     if (order == kOrderPaired) {
-      const std::int64_t u = cta + std::int64_t(k >> 1) * grid;
-      if (u >= num_units()) return false;
+      const std::int64_t u64 = cta + std::int64_t(k >> 1) * grid;
+      if (u64 >= num_units()) return false;
+      // 32-bit from here (num_units < 2^31): a 64-bit division is a subroutine call.
+      const int u = int(u64);
       const int per = pairs_per_head();
-      const std::int64_t paired = std::int64_t(per) * bh_count;
+      const int paired = per * bh_count;
       if (u < paired) {
-        const int bh = int(u / per), i = int(u - std::int64_t(bh) * per);
+        const int bh = u / per, i = u - bh * per;
         c = {(k & 1) ? i : num_m_blocks - 1 - i, bh / heads, bh % heads};
       } else {
         // A middle block alone: its second slot is empty.
-        const int bh = int(u - paired);
+        const int bh = u - paired;
         c = {(k & 1) ? -1 : per, bh / heads, bh % heads};
       }
       return true;
