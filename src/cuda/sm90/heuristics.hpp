@@ -32,6 +32,11 @@ struct TileConfig {
   // stays live beside S there, which at D = 256 (O alone is 128 registers)
   // spilled 200-500 bytes, so D = 256 stores right away.
   static constexpr bool kDeferEpilogue = D <= 128;
+  // Lazy rescaling with a warp vote to skip O's rescale (softmax.cuh): pays where
+  // the skipped multiplies are many (D/2 a thread per key block). Measured (runs F1,
+  // F2): D = 256 +3-5%, D = 128 about even, D = 64 (32 multiplies) 2-4% slower than
+  // always rescaling, so D = 64 always rescales.
+  static constexpr bool kLazyRescale = D >= 128;
   static constexpr int kChunks = D / 64;  // 128-byte swizzle: one TMA box per 64 columns
   static constexpr int kThreads = 128 * (1 + kConsumerWarpgroups);
   // setmaxnreg budgets (multiples of 8; 128 * producer + 128 * warpgroups * consumer

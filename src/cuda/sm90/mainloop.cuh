@@ -132,7 +132,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   float o[D / 2];
   float s[BN / 2];
   std::uint32_t pa[BN / 16][4];
-  OnlineSoftmax<BN> softmax;
+  OnlineSoftmax<BN, Cfg::kLazyRescale> softmax;
   int tile_iter = 0, kv_iter = 0;
 
   // Q of this warpgroup: rows 64*wg.. of each 64-column chunk.
@@ -304,7 +304,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
         }
         // Most blocks change no row's max (lazy rescaling): skip the D/2 multiplies
         // when no row of the warp needs them (a warp-uniform branch).
-        if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+        if (!Cfg::kLazyRescale || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
           for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
         }

@@ -21,7 +21,9 @@ struct SoftmaxParams {
   float rescale_slack;
 };
 
-template <int BN>
+// kLazy: lazy rescaling (SoftmaxParams::rescale_slack). Without it a row always
+// takes the new max (the v1..v6 rule; corr = 1 only when the max did not move).
+template <int BN, bool kLazy>
 struct OnlineSoftmax {
   static constexpr int kRegs = BN / 2;
   float m[2];  // running max of the (capped) raw scores, per row
@@ -63,7 +65,7 @@ struct OnlineSoftmax {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
       // Keep the old max (no rescale) unless it is -inf or the new one is more than
       // the slack above it.
-      if (m[h] != -INFINITY && (mx[h] - m[h]) * sp.exp2_scale <= sp.rescale_slack) {
+      if (kLazy && m[h] != -INFINITY && (mx[h] - m[h]) * sp.exp2_scale <= sp.rescale_slack) {
         ms[h] = m[h] * sp.exp2_scale;
         corr[h] = 1.0f;
       } else {
