@@ -4,7 +4,7 @@
 namespace flashattn::detail::cuda::sm90 {
 
 // kWarpgroups: consumer warpgroups, each owning 64 query rows (wgmma's fixed M).
-// Two at every head dim; D = 64 also has a three-warpgroup tile (BM = 192).
+// D = 128/256 use two; D = 64 uses three (BM = 192; forward.cu picks the config).
 template <int D, int kWarpgroups = 2>
 struct TileConfig {
   static_assert(D == 64 || D == 128 || D == 256, "head dims with a tuned tile");
