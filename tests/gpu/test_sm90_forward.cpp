@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "support.hpp"
@@ -250,11 +252,22 @@ TEST(Sm90Bench, DISABLED_Table) {
   const char* env = std::getenv("FA_BENCH_DTYPES");
   std::vector<DType> dts = {DType::bf16};
   if (env && std::string(env) == "both") dts.push_back(DType::f16);
+  if (env && std::string(env) == "fp16") dts = {DType::f16};
+  // Optional filters for A/B runs: FA_BENCH_DIMS=64,128  FA_BENCH_CAUSAL=1  FA_BENCH_SM80=0.
+  auto listed = [](const char* name, int value) {
+    const char* e = std::getenv(name);
+    if (e == nullptr || *e == '\0') return true;
+    const std::string list = std::string(",") + e + ",";
+    return list.find("," + std::to_string(value) + ",") != std::string::npos;
+  };
+  const char* sm80_env = std::getenv("FA_BENCH_SM80");
+  const bool with_sm80 = sm80_env == nullptr || std::string(sm80_env) != "0";
   std::printf("BENCH dtype D causal S B H ms_sm90 tflops_sm90 ms_sm80 tflops_sm80\n");
   for (DType dt : dts)
     for (int d : {64, 128, 256})
       for (bool causal : {false, true})
         for (int s : {512, 1024, 2048, 4096, 8192, 16384}) {
+          if (!listed("FA_BENCH_DIMS", d) || !listed("FA_BENCH_CAUSAL", int(causal))) continue;
           const int b = 16384 / s, h = 2048 / d;
           const std::size_t n = std::size_t(b) * s * h * d;
           std::vector<std::uint16_t> host(n);
@@ -273,6 +286,7 @@ TEST(Sm90Bench, DISABLED_Table) {
           double ms[2] = {NAN, NAN};
           int bi = 0;
           for (Backend be : {Backend::cuda_sm90, Backend::cuda_sm80}) {
+            if (be == Backend::cuda_sm80 && !with_sm80) break;
             flashattn::Options opt;
             opt.causal = causal;
             opt.backend = be;

@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
+#include "cuda/sm90/ptx.cuh"
 #include "params.hpp"
 #include "softmax.cuh"
 
@@ -19,17 +20,19 @@ __device__ __forceinline__ void store_output(const ForwardParams& p, int b, int 
   const int t = threadIdx.x % 128;
   const int lane = t % 32;
   T* out = static_cast<T*>(p.out);
+  // Predicated stores, no branches: this may run while a wgmma is in flight (the
+  // deferred epilogue, mainloop.cuh). Rows past the sequence end store nothing.
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     const std::int64_t row = row0 + 16 * (t / 32) + lane / 4 + 8 * hh;
-    if (row >= seq.len_q) continue;
+    const bool in_seq = row < seq.len_q;
     T* dst = out + operand_offset(p.out_strides, b, seq.q_row0, row, h) + 2 * (lane % 4);
 #pragma unroll
     for (int j = 0; j < D / 8; ++j) {
       const std::uint32_t v = pack2<T>(o[4 * j + 2 * hh] * inv[hh], o[4 * j + 2 * hh + 1] * inv[hh]);
-      *reinterpret_cast<std::uint32_t*>(dst + 8 * j) = v;
+      st_global_if(dst + 8 * j, v, in_seq);
     }
-    if (lane % 4 == 0) p.lse[lse_offset(p, b, seq.q_row0, row, h)] = lse[hh];
+    st_global_if(p.lse + lse_offset(p, b, seq.q_row0, row, h), __float_as_uint(lse[hh]), in_seq && lane % 4 == 0);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -15,9 +16,8 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-template <int D, typename T>
-__global__ void __launch_bounds__(TileConfig<D>::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
-  using Cfg = TileConfig<D>;
+template <class Cfg, typename T>
+__global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
   const int wg = threadIdx.x / 128;
@@ -50,9 +50,31 @@ int sm_count() {
   return n;
 }
 
-template <int D, typename T>
+// A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
+// tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
+// right away (mainloop.cuh).
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
+}
+
+// Tile order for this call (scheduler.cuh). Uniform work per tile (no mask, or a
+// window bounded on both sides): head-major, for K/V reuse in L2. Work growing or
+// shrinking along the query blocks (causal-like): pairs of blocks when BM is a
+// multiple of BN (equal pairs: balance and K/V sharing; measured best or within
+// 1% at D = 128/256), else the LPT snake (D = 64's 192 x 128 tile: pairs came out
+// uneven, 0.77x the snake at S = 512).
+int pick_order(const ForwardParams& p, int block_m, int block_n) {
+  static const int forced = env_int("FLASHATTN_SM90_ORDER", -1);
+  if (forced >= kOrderLpt && forced <= kOrderPaired) return forced;
+  const bool uniform = (p.window_left < 0) == (p.window_right < 0);
+  if (uniform) return kOrderHeadMajor;
+  return block_m % block_n == 0 ? kOrderPaired : kOrderLptSnake;
+}
+
+template <class Cfg, typename T>
 void launch(const ForwardParams& p) {
-  using Cfg = TileConfig<D>;
+  constexpr int D = Cfg::kHeadDim;
   const bool varlen = p.cu_seqlens_q != nullptr;
   KernelArgs a{};
   a.p = p;
@@ -65,16 +87,23 @@ void launch(const ForwardParams& p) {
                                    std::uint64_t(p.k_strides.head), std::uint64_t(p.k_strides.batch), Cfg::kBlockN});
   a.tv = make_tensor_map(p.dtype, {p.v, D, krows, std::uint64_t(p.heads_kv), nb, std::uint64_t(p.v_strides.row),
                                    std::uint64_t(p.v_strides.head), std::uint64_t(p.v_strides.batch), Cfg::kBlockN});
-  a.sched = {int((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM), p.batch, p.heads_q};
+  static const int sms = sm_count();
+  a.sched = {int((p.seqlen_q + Cfg::kBlockM - 1) / Cfg::kBlockM), p.batch, p.heads_q, kOrderLpt};
+  a.sched.order = pick_order(p, Cfg::kBlockM, Cfg::kBlockN);
   constexpr float kLog2e = 1.4426950408889634f;
   a.sm.softcap = p.softcap;
   a.sm.cap_pre = p.softcap > 0.0f ? p.scale / p.softcap : 1.0f;
   a.sm.exp2_scale = p.softcap > 0.0f ? kLog2e : p.scale * kLog2e;
-  const int tiles = a.sched.num_tiles();
-  if (tiles == 0) return;
-  static const int sms = sm_count();
-  const int grid = tiles < sms ? tiles : sms;
-  auto kernel = forward_kernel<D, T>;
+  // 8 (log2 units): probabilities stay <= 256, exact in bf16/fp16 range and far
+  // from fp32 overflow in l and O. Slack 0 (rescale on every increase, skipping only
+  // unchanged warps) measured 0-5% slower in run F2.
+  a.sm.rescale_slack = 8.0f;
+  static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
+  a.defer_epilogue = defer;
+  const int units = a.sched.num_units();
+  if (units == 0) return;
+  const int grid = units < sms ? units : sms;
+  auto kernel = forward_kernel<Cfg, T>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();
@@ -83,9 +112,11 @@ void launch(const ForwardParams& p) {
 template <typename T>
 void launch_dtype(const ForwardParams& p) {
   switch (p.head_dim) {
-    case 64: launch<64, T>(p); break;
-    case 128: launch<128, T>(p); break;
-    default: launch<256, T>(p); break;
+    // Three consumer warpgroups at D = 64: 1.0-1.3x the two-warpgroup tile in run F1
+    // (equal at causal 512-1k), which is therefore not built.
+    case 64: launch<TileConfig<64, 3>, T>(p); break;
+    case 128: launch<TileConfig<128>, T>(p); break;
+    default: launch<TileConfig<256>, T>(p); break;
   }
 }
 

@@ -24,6 +24,7 @@ struct KernelArgs {
   ForwardParams p;
   Scheduler sched;
   SoftmaxParams sm;
+  bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -62,8 +63,9 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
   const ForwardParams& p = a.p;
   const bool varlen = p.cu_seqlens_q != nullptr;
   int tile_iter = 0, kv_iter = 0;
-  for (int t = blockIdx.x; t < a.sched.num_tiles(); t += gridDim.x) {
-    const TileCoord c = a.sched.tile(t);
+  TileCoord c;
+  for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
+    if (c.m_block < 0) continue;
     const BlockInfo<BM, BN> info(p, c);
     if (!info.valid) continue;
     const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
@@ -130,7 +132,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   float o[D / 2];
   float s[BN / 2];
   std::uint32_t pa[BN / 16][4];
-  OnlineSoftmax<BN> softmax;
+  OnlineSoftmax<BN, Cfg::kLazyRescale> softmax;
   int tile_iter = 0, kv_iter = 0;
 
   // Q of this warpgroup: rows 64*wg.. of each 64-column chunk.
@@ -139,12 +141,14 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
 #pragma unroll
     for (int i = 0; i < BN / 2; ++i) fence_operand(s[i]);
     wgmma_fence();
+    // Descriptors: the tile's base once, then a constant byte step per k-step.
+    const std::uint32_t q_lo = desc_lo(q_wg, 16), k_lo = desc_lo(sm.k(st), 16);
+    constexpr std::uint32_t hi = desc_hi(1024);
 #pragma unroll
     for (int ks = 0; ks < D / 16; ++ks) {
       const int off = (ks % 4) * 32;  // 16 elements = 32 bytes inside the 128-byte row
-      const std::uint64_t da = smem_desc(q_wg + (ks / 4) * Cfg::kQChunkBytes + off, 16, 1024);
-      const std::uint64_t db = smem_desc(sm.k(st) + (ks / 4) * Cfg::kKVChunkBytes + off, 16, 1024);
-      GemmS::ss(s, da, db, ks > 0);
+      GemmS::ss(s, make_desc(q_lo, (ks / 4) * Cfg::kQChunkBytes + off, hi),
+                make_desc(k_lo, (ks / 4) * Cfg::kKVChunkBytes + off, hi), ks > 0);
     }
     wgmma_commit();
   };
@@ -156,13 +160,12 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
 #pragma unroll
       for (int r = 0; r < 4; ++r) fence_operand(pa[ks][r]);
     wgmma_fence();
+    // V stage: keys along rows, 16 keys = 2048 bytes per k-step; the 64-wide
+    // column chunks sit kKVChunkBytes apart (LBO).
+    const std::uint32_t v_lo = desc_lo(sm.v(st), Cfg::kKVChunkBytes);
+    constexpr std::uint32_t hi = desc_hi(1024);
 #pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) {
-      // V stage: keys along rows, 16 keys = 2048 bytes per k-step; the 64-wide
-      // column chunks sit kKVChunkBytes apart (LBO).
-      const std::uint64_t db = smem_desc(sm.v(st) + ks * 2048, Cfg::kKVChunkBytes, 1024);
-      GemmO::rs(o, pa[ks], db);
-    }
+    for (int ks = 0; ks < BN / 16; ++ks) GemmO::rs(o, pa[ks], make_desc(v_lo, ks * 2048, hi));
     wgmma_commit();
   };
   auto fence_s = [&] {
@@ -178,18 +181,46 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     for (int ks = 0; ks < BN / 16; ++ks) p_fragment<T>(s, ks, pa[ks]);
   };
 
-  // Ping-pong (FlashAttention-3): the two consumer warpgroups take turns issuing
-  // their GEMMs, so one's softmax (bound by the 16 exp/clock/SM of the MUFU) runs
-  // while the other's GEMMs keep the tensor cores busy. Named barrier 2 + w is
-  // "warpgroup w may issue"; each warpgroup opens the other's after issuing. Both
-  // walk the same tiles and key blocks, so their issue points pair up one to one.
-  const int other = 1 - wg;
+  // Ping-pong (FlashAttention-3): the consumer warpgroups take turns issuing their
+  // GEMMs in a ring 0, 1, (2,) 0, ..., so one's softmax (bound by the 16 exp/clock/SM
+  // of the MUFU) runs while the others' GEMMs keep the tensor cores busy. Named
+  // barrier 2 + w is "warpgroup w may issue"; each warpgroup opens the next one's
+  // after issuing. All walk the same tiles and key blocks, so their issue points
+  // pair up one to one.
+  constexpr int kWgs = Cfg::kConsumerWarpgroups;
+  const int next = wg + 1 == kWgs ? 0 : wg + 1;
   auto turn_begin = [&] { named_barrier_sync(2 + wg, 256); };
-  auto turn_end = [&] { named_barrier_arrive(2 + other, 256); };
-  if (wg == 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
+  auto turn_end = [&] { named_barrier_arrive(2 + next, 256); };
+  if (wg == kWgs - 1) named_barrier_arrive(2, 256);  // warpgroup 0 goes first
 
-  for (int tile = blockIdx.x; tile < a.sched.num_tiles(); tile += gridDim.x) {
-    const TileCoord c = a.sched.tile(tile);
+  // Deferred epilogue: a finished tile's O waits in registers until the next tile's
+  // first S is issued, and is stored while that GEMM runs (the stores of 64 x D
+  // values leave the critical path between two tiles). pending_k: the slot of the
+  // waiting tile, -1 for none; inv/lse: its normalizers.
+  int pending_k = -1;
+  float inv[2], lse[2];
+  TileCoord c;
+  auto store_tile = [&](int kk) {
+    // The tile's coordinates again, from its slot through an opaque copy so the
+    // compiler recomputes them instead of holding three more registers.
+    opaque_int(kk);
+    a.sched.tile_at(kk, blockIdx.x, gridDim.x, c);
+    const BlockInfo<BM, BN> info(p, c);
+    store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
+  };
+  auto flush = [&] {
+    if (pending_k < 0) return;
+    store_tile(pending_k);
+    pending_k = -1;
+  };
+  auto start_tile = [&] {
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    softmax.reset();
+  };
+
+  for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
+    if (c.m_block < 0) continue;
     // Only 32-bit values stay live through the mainloop; the epilogue recomputes
     // the rest (registers are tight beside a 64 x 256 accumulator).
     int kb[2], ke[2], len_k, n_lo, n_hi, full_lo, full_hi;
@@ -210,9 +241,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       full_hi = info.full_hi;
     }
     auto needs_mask = [&](int n) { return n * BN < full_lo || n * BN + BN > full_hi; };
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
-    softmax.reset();
+    if constexpr (!Cfg::kDeferEpilogue) start_tile();
     mbar_wait(sm.q_full, tile_iter & 1);
     auto v_ready = [&](int st, int n) {
       mbar_wait(&sm.v_full[st], (kv_iter / Cfg::kStages) & 1);
@@ -228,6 +257,10 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       turn_begin();
       issue_s(st);
       turn_end();
+      if constexpr (Cfg::kDeferEpilogue) {
+        flush();  // the previous tile's O, under this S
+        start_tile();
+      }
       wgmma_wait<0>();
       fence_s();
       mbar_arrive(&sm.k_empty[st]);
@@ -269,8 +302,12 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
         }
+        // Most blocks change no row's max (lazy rescaling): skip the D/2 multiplies
+        // when no row of the warp needs them (a warp-uniform branch).
+        if (!Cfg::kLazyRescale || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
-        for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+          for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+        }
         to_p();
         ++kv_iter;
         st = st_next;
@@ -285,15 +322,23 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       mbar_arrive(&sm.v_empty[st]);
       ++kv_iter;
     }
-    if (n_hi <= n_lo) mbar_arrive(sm.q_empty);  // no key block: Q was never read
-    float inv[2], lse[2];
+    if (n_hi <= n_lo) {  // no key block: Q was never read; O = 0, lse = -inf
+      mbar_arrive(sm.q_empty);
+      if constexpr (Cfg::kDeferEpilogue) {
+        flush();
+        start_tile();
+      }
+    }
     softmax.finish(a.sm, inv, lse);
-    const BlockInfo<BM, BN> info(p, c);
-    store_output<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, inv, lse);
+    if (Cfg::kDeferEpilogue && a.defer_epilogue)
+      pending_k = k;
+    else
+      store_tile(k);
     ++tile_iter;
   }
-  // Warpgroup 1's last turn_end opened barrier 2 with nobody to take it: take it,
-  // so that no named barrier is left half-arrived at exit.
+  if constexpr (Cfg::kDeferEpilogue) flush();
+  // The last warpgroup's last turn_end opened barrier 2 with nobody to take it:
+  // take it, so that no named barrier is left half-arrived at exit.
   if (wg == 0) named_barrier_sync(2, 256);
 }
 

@@ -31,6 +31,20 @@ __device__ __forceinline__ std::uint64_t smem_desc(const void* smem, std::uint32
   return d;
 }
 
+// The same descriptor in two 32-bit halves, so that stepping through a tile is one
+// 32-bit add to the low half: shared-memory addresses are below 2^18 (228 KB), so
+// the start-address field (addr >> 4, 14 bits) never carries into the LBO field.
+// desc_lo: start address and LBO; desc_hi: SBO and the 128-byte swizzle mode.
+__device__ __forceinline__ std::uint32_t desc_lo(const void* smem, std::uint32_t lbo_bytes) {
+  const std::uint32_t addr = static_cast<std::uint32_t>(__cvta_generic_to_shared(smem));
+  return (addr >> 4) | ((lbo_bytes >> 4) << 16);
+}
+__host__ __device__ constexpr std::uint32_t desc_hi(std::uint32_t sbo_bytes) { return (sbo_bytes >> 4) | (1u << 30); }
+// lo + byte offset (a multiple of 16 inside the same shared-memory tile).
+__device__ __forceinline__ std::uint64_t make_desc(std::uint32_t lo, std::uint32_t offset_bytes, std::uint32_t hi) {
+  return (std::uint64_t(hi) << 32) | (lo + (offset_bytes >> 4));
+}
+
 // wgmma.fence (9.7.15.7.1): orders this warpgroup's register accesses to the
 // accumulators (and A fragments) before the wgmma.mma_async that follow.
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
@@ -49,6 +63,23 @@ __device__ __forceinline__ void wgmma_wait() {
 // writes of an accumulator across wgmma_fence/wgmma_wait (which name no registers).
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
 __device__ __forceinline__ void fence_operand(std::uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
+
+// st.global.b32 under a predicate (9.7.9.10 "st"): a store that some lanes skip
+// without a branch. The deferred epilogue stores O while a wgmma is in flight, and
+// a divergent branch there makes ptxas serialize every wgmma of the kernel (C7518).
+__device__ __forceinline__ void st_global_if(void* ptr, std::uint32_t v, bool pred) {
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "setp.ne.b32 p, %2, 0;\n"       // p = pred
+      "@p st.global.b32 [%0], %1;\n"  // the store, where p holds
+      "}\n" ::"l"(ptr),
+      "r"(v), "r"(int(pred))
+      : "memory");
+}
+
+// An empty asm that claims to modify an int: the compiler cannot reuse values it
+// derived from it earlier, so it recomputes them (cheaper than keeping them live).
+__device__ __forceinline__ void opaque_int(int& r) { asm volatile("" : "+r"(r)); }
 
 // setmaxnreg (9.7.17.1 "setmaxnreg"): the warpgroup releases (dec) or claims (inc)
 // registers so that producer warps run lean and consumers get the rest. Needs a

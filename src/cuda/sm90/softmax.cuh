@@ -14,9 +14,16 @@ struct SoftmaxParams {
   float exp2_scale;  // multiplies a (capped) score into log2 units; > 0
   float cap_pre;     // scale / softcap when softcap is on
   float softcap;     // 0: off
+  // Lazy rescaling: a row keeps its running max while the block's max exceeds it
+  // by at most this much (log2 units), so its probabilities stay <= 2^slack and O
+  // and l need no rescale. 0 rescales on every increase (still skipping the
+  // multiply when no row of the warp changed).
+  float rescale_slack;
 };
 
-template <int BN>
+// kLazy: lazy rescaling (SoftmaxParams::rescale_slack). Without it a row always
+// takes the new max (the v1..v6 rule; corr = 1 only when the max did not move).
+template <int BN, bool kLazy>
 struct OnlineSoftmax {
   static constexpr int kRegs = BN / 2;
   float m[2];  // running max of the (capped) raw scores, per row
@@ -28,8 +35,11 @@ struct OnlineSoftmax {
   }
 
   // Turns the scores of key block starting at column j0 into probabilities (in
-  // place) and returns the factor each row's output must be rescaled by.
-  // kb/ke: per row visible key range, used when `masked`.
+  // place) and returns the factor each row's output must be rescaled by (exactly
+  // 1 when the row kept its max). kb/ke: per row visible key range, used when `masked`.
+  // The max is subtracted in log2 units, so a kept max that is up to `slack` below
+  // the true one only scales the row's P, l and O by the same 2^k <= 2^slack; the
+  // final O / l and the lse (from the max actually used) are unchanged.
   __device__ __forceinline__ void step(float (&s)[kRegs], const SoftmaxParams& sp, bool masked, int j0,
                                        const int (&kb)[2], const int (&ke)[2], float (&corr)[2]) {
     const int lane = threadIdx.x % 32;
@@ -53,11 +63,18 @@ struct OnlineSoftmax {
     for (int h = 0; h < 2; ++h) {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-      // A row with nothing visible yet keeps max -inf: subtract 0 so exp2 gives 0, not NaN.
-      ms[h] = mx[h] == -INFINITY ? 0.0f : mx[h] * sp.exp2_scale;
-      corr[h] = ex2_approx(m[h] * sp.exp2_scale - ms[h]);
-      m[h] = mx[h];
-      l[h] *= corr[h];
+      // Keep the old max (no rescale) unless it is -inf or the new one is more than
+      // the slack above it.
+      if (kLazy && m[h] != -INFINITY && (mx[h] - m[h]) * sp.exp2_scale <= sp.rescale_slack) {
+        ms[h] = m[h] * sp.exp2_scale;
+        corr[h] = 1.0f;
+      } else {
+        // A row with nothing visible yet keeps max -inf: subtract 0 so exp2 gives 0, not NaN.
+        ms[h] = mx[h] == -INFINITY ? 0.0f : mx[h] * sp.exp2_scale;
+        corr[h] = ex2_approx(m[h] * sp.exp2_scale - ms[h]);
+        m[h] = mx[h];
+        l[h] *= corr[h];
+      }
     }
 #pragma unroll
     for (int i = 0; i < kRegs; ++i) {
