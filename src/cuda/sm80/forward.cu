@@ -1,6 +1,7 @@
 // The sm80 tensor-core forward: head-dim buckets, what it supports, launch.
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
@@ -17,25 +18,51 @@ int bucket(int head_dim) {
   return 0;
 }
 
+// Per head dim: the lean configuration (masks only) and the shaped one
+// (softcap/bias/ALiBi code present; its larger register footprint needs a
+// smaller key tile). Config<D, key tile, stages, Q in registers, shaped>.
+template <int kD, bool kShaped> struct Default;
+template <bool S> struct Default<64, S> { using type = sm80::Config<64, 64, 3, !S, S>; };
+template <bool S> struct Default<96, S> { using type = sm80::Config<96, 32, 3, false, S>; };
+template <bool S> struct Default<128, S> { using type = sm80::Config<128, S ? 32 : 64, S ? 3 : 2, false, S>; };
+template <bool S> struct Default<192, S> { using type = sm80::Config<192, 64, 2, false, S>; };
+template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32 : 64, 2, false, S>; };
+
+// A/B alternatives of the lean configuration for one measurement run
+// (FLASHATTN_SM80_FWD_ALT=1 or 2; 0 or unset: Default).
+template <int kD, int kAlt> struct Alt { using type = typename Default<kD, false>::type; };
+template <> struct Alt<64, 1> { using type = sm80::Config<64, 128, 2, false, false>; };
+template <> struct Alt<64, 2> { using type = sm80::Config<64, 64, 3, false, false>; };   // v3's tile
+template <> struct Alt<128, 1> { using type = sm80::Config<128, 64, 3, false, false>; }; // 128 KB: 1 block/SM
+template <> struct Alt<128, 2> { using type = sm80::Config<128, 32, 3, false, false>; }; // v3's tile
+template <> struct Alt<256, 1> { using type = sm80::Config<256, 32, 3, false, false>; };
+
+int alt_choice() {
+  static const int alt = [] {
+    const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
+    return e != nullptr ? std::atoi(e) : 0;
+  }();
+  return alt;
+}
+
 // Shared memory of the shaped instantiation, which also runs unshaped calls
 // where the lean one does not fit (its smaller key tile needs less).
 std::size_t smem_for(int d) {
   switch (d) {
-    case 64: return sm80::Traits<64, true>::kSmemBytes;
-    case 96: return sm80::Traits<96, true>::kSmemBytes;
-    case 128: return sm80::Traits<128, true>::kSmemBytes;
-    case 192: return sm80::Traits<192, true>::kSmemBytes;
-    default: return sm80::Traits<256, true>::kSmemBytes;
+    case 64: return Default<64, true>::type::kSmemBytes;
+    case 96: return Default<96, true>::type::kSmemBytes;
+    case 128: return Default<128, true>::type::kSmemBytes;
+    case 192: return Default<192, true>::type::kSmemBytes;
+    default: return Default<256, true>::type::kSmemBytes;
   }
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
 bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
 
-template <typename T, int kD, bool kShaped>
+template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
-  using Tr = sm80::Traits<kD, kShaped>;
-  auto kernel = sm80::forward_kernel<T, kD, kShaped>;
+  auto kernel = sm80::forward_kernel<T, Tr>;
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
@@ -48,10 +75,16 @@ void launch_with(const ForwardParams& p) {
 template <typename T, int kD>
 void launch(const ForwardParams& p) {
   const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr || !(p.scale > 0.0f);
-  if (!shaped && sm80::Traits<kD, false>::kSmemBytes <= current_device_info().smem_optin)
-    launch_with<T, kD, false>(p);
-  else
-    launch_with<T, kD, true>(p);
+  using Lean = typename Default<kD, false>::type;
+  if (shaped || Lean::kSmemBytes > current_device_info().smem_optin) return launch_with<T, typename Default<kD, true>::type>(p);
+  if constexpr (kD == 64 || kD == 128 || kD == 256) {
+    using A1 = typename Alt<kD, 1>::type;
+    using A2 = typename Alt<kD, 2>::type;
+    const int alt = alt_choice();
+    if (alt == 1 && A1::kSmemBytes <= current_device_info().smem_optin) return launch_with<T, A1>(p);
+    if (alt == 2 && A2::kSmemBytes <= current_device_info().smem_optin) return launch_with<T, A2>(p);
+  }
+  launch_with<T, Lean>(p);
 }
 
 template <typename T>

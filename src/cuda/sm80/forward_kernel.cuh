@@ -37,10 +37,11 @@ template <> struct Pair<__nv_bfloat16> {
 
 // kShaped: softcap, bias or ALiBi present (or a scale <= 0); masks alone
 // (causal, window, ragged tails) run in the lean instantiation.
-template <typename T, int kD, bool kShaped>
-__global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kShaped>::kMinBlocks)
+template <typename T, typename Tr>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
-  using Tr = Traits<kD, kShaped>;
+  constexpr int kD = Tr::kD;
+  constexpr bool kShaped = Tr::kShaped;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kRS = Tr::kRS, kThreads = Tr::kThreads, kMT = Tr::kMT;
   constexpr int kNT = kBN / 8;   // 8-key column tiles of S
   constexpr int kDT = kD / 8;    // 8-column tiles of O
@@ -93,23 +94,29 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     const int n_first = kb / kBN * kBN;
     const int diag = int(mask.diag);
 
-    RowInfo ri[kMT];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+    // Row info for masking is rebuilt inside the (rare) masked tiles from
+    // these few ints instead of being held across the loop (12 registers that
+    // the BN = 64/128 tiles need for accumulators).
+    const int len_k = int(s.len_k), m0i = int(m0);
+    auto row_info = [&](int mt) {
+      const Mask mk{diag, p.window_left, p.window_right, len_k};
+      RowInfo ri;
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
-        ri[mt].i[half] = int(m0) + r;
+        ri.i[half] = m0i + r;
         const bool ok = r < rows;
-        ri[mt].begin[half] = ok ? int(mask.key_begin(m0 + r)) : 0;
-        ri[mt].end[half] = ok ? int(mask.key_end(m0 + r)) : 0;
+        ri.begin[half] = ok ? int(mk.key_begin(m0i + r)) : 0;
+        ri.end[half] = ok ? int(mk.key_end(m0i + r)) : 0;
       }
+      return ri;
+    };
     const float slope = alibi_slope(p, b, h);
 
     const T* k_head = kg + operand_offset(p.k_strides, b, s.k_row0, 0, hk);
     const T* v_head = vg + operand_offset(p.v_strides, b, s.k_row0, 0, hk);
     auto load_kv = [&](int n0, int stage) {
-      const int valid = s.len_k - n0 < kBN ? int(s.len_k - n0) : kBN;
+      const int valid = len_k - n0 < kBN ? len_k - n0 : kBN;
       load_tile<T, kBN, kD, kThreads>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row,
                                       p.k_strides.row, valid, p.head_dim, tid);
       load_tile<T, kBN, kD, kThreads>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row,
@@ -202,7 +209,7 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
       const bool full = n0 >= full_lo && n0 + kBN <= full_hi;
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        if (kShaped || !full) mask_scores<kShaped>(S[mt], p, diag, ri[mt], b, h, slope, n0, lane);
+        if (kShaped || !full) mask_scores<kShaped>(S[mt], p, diag, row_info(mt), b, h, slope, n0, lane);
         sm[mt].update(S[mt], O[mt], score_to_log2);
       }
 
