@@ -26,16 +26,15 @@ template <bool S> struct Default<64, S> { using type = sm80::Config<64, 64, 3, !
 template <bool S> struct Default<96, S> { using type = sm80::Config<96, 32, 3, false, S>; };
 template <bool S> struct Default<128, S> { using type = sm80::Config<128, S ? 32 : 64, S ? 3 : 2, false, S>; };
 template <bool S> struct Default<192, S> { using type = sm80::Config<192, 64, 2, false, S>; };
-template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32 : 64, 2, false, S>; };
+// 64 rows x 4 warps, one K and one V buffer (96 KB): two blocks per SM.
+template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32 : 64, 1, false, S, 4, 1>; };
 
 // A/B alternatives of the lean configuration for one measurement run
 // (FLASHATTN_SM80_FWD_ALT=1 or 2; 0 or unset: Default).
 template <int kD, int kAlt> struct Alt { using type = typename Default<kD, false>::type; };
-template <> struct Alt<64, 1> { using type = sm80::Config<64, 128, 2, false, false>; };
-template <> struct Alt<64, 2> { using type = sm80::Config<64, 64, 3, false, false>; };   // v3's tile
-template <> struct Alt<128, 1> { using type = sm80::Config<128, 64, 3, false, false>; }; // 128 KB: 1 block/SM
-template <> struct Alt<128, 2> { using type = sm80::Config<128, 32, 3, false, false>; }; // v3's tile
-template <> struct Alt<256, 1> { using type = sm80::Config<256, 32, 3, false, false>; };
+template <> struct Alt<128, 1> { using type = sm80::Config<128, 64, 1, false, false>; };  // 64 KB
+template <> struct Alt<256, 1> { using type = sm80::Config<256, 64, 1, false, false>; };  // 128 rows, 128 KB
+template <> struct Alt<256, 2> { using type = sm80::Config<256, 64, 2, false, false>; };  // v3/v4 tile
 
 int alt_choice() {
   static const int alt = [] {

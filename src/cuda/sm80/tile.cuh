@@ -18,24 +18,31 @@ namespace flashattn::detail::cuda::sm80 {
 // above 128 keep one row tile per warp and 8 warps: their O accumulators alone
 // take D/2 registers per row tile. The per-head-dim choice is DefaultConfig
 // (forward.cu); docs/perf/cuda_forward.md has the measurements behind it.
-template <int kD_, int kBN_, int kStages_, bool kQRegs_, bool kShaped_>
+//
+// kStages >= 2: K and V of a tile travel together through kStages buffers, one
+// barrier per tile. kStages == 1: one K and one V buffer loaded in turn (V(i)
+// during S(i), K(i+1) during softmax and P V(i)), two barriers per tile, the
+// least shared memory (so that two blocks fit an SM at head dim 256).
+template <int kD_, int kBN_, int kStages_, bool kQRegs_, bool kShaped_, int kWarps_ = (kD_ <= 128 ? 4 : 8),
+          int kMT_ = (kD_ <= 128 ? 2 : 1)>
 struct Config {
   static constexpr int kD = kD_;
   static constexpr int kBN = kBN_;
   static constexpr int kStages = kStages_;
+  static constexpr bool kSplitKV = kStages_ == 1;
   static constexpr bool kShaped = kShaped_;
-  static constexpr int kMT = kD <= 128 ? 2 : 1;
-  static constexpr int kWarps = kD <= 128 ? 4 : 8;
+  static constexpr int kMT = kMT_;
+  static constexpr int kWarps = kWarps_;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kBM = kWarps * 16 * kMT;  // 128 rows share every K/V tile
+  static constexpr int kBM = kWarps * 16 * kMT;  // rows that share every K/V tile
   static constexpr bool kQInRegs = kQRegs_;
-  static constexpr int kMinBlocks = kD <= 128 ? 2 : 1;  // blocks per SM the registers allow
+  static constexpr int kMinBlocks = kThreads <= 128 ? 2 : 1;  // blocks per SM the registers allow
   // Shared-memory row stride: rows are whole 128-byte lines so that the XOR
   // swizzle below works on 8-chunk groups (96 is stored as 128).
   static constexpr int kRS = (kD + 63) / 64 * 64;
   static constexpr std::size_t kSmemElems = std::size_t(kBM + 2 * kStages * kBN) * kRS;  // Q + K/V stages
   static constexpr std::size_t kSmemBytes = kSmemElems * 2;
-  static_assert(kD % 16 == 0 && kBN % 16 == 0 && kStages >= 2, "head dim buckets and key tiles are multiples of 16");
+  static_assert(kD % 16 == 0 && kBN % 16 == 0 && kStages >= 1, "head dim buckets and key tiles are multiples of 16");
 };
 
 // Element offset of 16-byte chunk `chunk` of row `row`: the chunk index is
@@ -88,6 +95,24 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t 
     for (int it = 0; it < kRows / kStep; ++it) {
       const bool ok = col_ok && r0 + it * kStep < rows_valid;
       __pipeline_memcpy_async(dst + it * kStep * kRS, ok ? src : gbase, 16, ok ? 0 : 16);
+      src += kStep * row_stride;
+    }
+  } else if constexpr (kThreads % kCh == 0 && 8 % (kThreads / kCh) == 0 && kRows % 8 == 0) {
+    // Fewer than 8 rows per step (head dims > 128 with 4 warps): the swizzle
+    // repeats every 8 / kStep steps, so a thread keeps that many shared-memory
+    // offsets (v4: the generic path below spilled its 64-bit addresses).
+    constexpr int kStep = kThreads / kCh;
+    constexpr int kPer = 8 / kStep;
+    const int r0 = tid / kCh, c = tid % kCh;
+    const bool col_ok = c * 8 < head_dim;
+    const T* src = gbase + r0 * row_stride + c * 8;
+    int dst[kPer];
+#pragma unroll
+    for (int u = 0; u < kPer; ++u) dst[u] = swizzle<kRS>(r0 + u * kStep, c);
+#pragma unroll
+    for (int it = 0; it < kRows / kStep; ++it) {
+      const bool ok = col_ok && r0 + it * kStep < rows_valid;
+      __pipeline_memcpy_async(smem + dst[it % kPer] + (it / kPer) * 8 * kRS, ok ? src : gbase, 16, ok ? 0 : 16);
       src += kStep * row_stride;
     }
   } else {
