@@ -28,20 +28,19 @@ template <bool S> struct Default<128, S> { using type = sm80::Config<128, S ? 32
 template <bool S> struct Default<192, S> { using type = sm80::Config<192, 64, 2, false, S>; };
 // 64 rows x 4 warps, one K and one V buffer (96 KB): two blocks per SM.
 template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32 : 64, 1, false, S, 4, 1>; };
+// Head dim 128 without a mask: one K and one V buffer measured 0-6% faster
+// than two K/V stages at S >= 1k, and 2-11% slower with a causal mask at
+// S <= 4k (docs/perf/cuda_forward.md, v4), so the mask picks.
+using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
 
-// A/B alternatives of the lean configuration for one measurement run
-// (FLASHATTN_SM80_FWD_ALT=1 or 2; 0 or unset: Default).
-template <int kD, int kAlt> struct Alt { using type = typename Default<kD, false>::type; };
-template <> struct Alt<128, 1> { using type = sm80::Config<128, 64, 1, false, false>; };  // 64 KB
-template <> struct Alt<256, 1> { using type = sm80::Config<256, 64, 1, false, false>; };  // 128 rows, 128 KB
-template <> struct Alt<256, 2> { using type = sm80::Config<256, 64, 2, false, false>; };  // v3/v4 tile
-
-int alt_choice() {
-  static const int alt = [] {
+// FLASHATTN_SM80_FWD_ALT=1: the fragments' own 4-byte output stores (v4a) instead
+// of the shared-memory epilogue, for one A/B measurement run.
+bool register_epilogue() {
+  static const bool on = [] {
     const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
-    return e != nullptr ? std::atoi(e) : 0;
+    return e != nullptr && std::atoi(e) == 1;
   }();
-  return alt;
+  return on;
 }
 
 // Shared memory of the shaped instantiation, which also runs unshaped calls
@@ -67,7 +66,7 @@ void launch_with(const ForwardParams& p) {
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
   if (total == 0) return;
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total, register_epilogue());
   FA_CUDA_CHECK_LAUNCH();
 }
 
@@ -75,13 +74,11 @@ template <typename T, int kD>
 void launch(const ForwardParams& p) {
   const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr || !(p.scale > 0.0f);
   using Lean = typename Default<kD, false>::type;
-  if (shaped || Lean::kSmemBytes > current_device_info().smem_optin) return launch_with<T, typename Default<kD, true>::type>(p);
-  if constexpr (kD == 64 || kD == 128 || kD == 256) {
-    using A1 = typename Alt<kD, 1>::type;
-    using A2 = typename Alt<kD, 2>::type;
-    const int alt = alt_choice();
-    if (alt == 1 && A1::kSmemBytes <= current_device_info().smem_optin) return launch_with<T, A1>(p);
-    if (alt == 2 && A2::kSmemBytes <= current_device_info().smem_optin) return launch_with<T, A2>(p);
+  const std::size_t optin = current_device_info().smem_optin;
+  if (shaped || Lean::kSmemBytes > optin) return launch_with<T, typename Default<kD, true>::type>(p);
+  if constexpr (kD == 128) {
+    if (p.window_left < 0 && p.window_right < 0 && Unmasked128::kSmemBytes <= optin)
+      return launch_with<T, Unmasked128>(p);
   }
   launch_with<T, Lean>(p);
 }
