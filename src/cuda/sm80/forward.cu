@@ -1,7 +1,6 @@
 // The sm80 tensor-core forward: head-dim buckets, what it supports, launch.
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
@@ -33,16 +32,6 @@ template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32
 // S <= 4k (docs/perf/cuda_forward.md, v4), so the mask picks.
 using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
 
-// FLASHATTN_SM80_FWD_ALT=1: the fragments' own 4-byte output stores (v4a) instead
-// of the shared-memory epilogue, for one A/B measurement run.
-bool register_epilogue() {
-  static const bool on = [] {
-    const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
-    return e != nullptr && std::atoi(e) == 1;
-  }();
-  return on;
-}
-
 // Shared memory of the shaped instantiation, which also runs unshaped calls
 // where the lean one does not fit (its smaller key tile needs less).
 std::size_t smem_for(int d) {
@@ -66,7 +55,7 @@ void launch_with(const ForwardParams& p) {
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
   if (total == 0) return;
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total, register_epilogue());
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
   FA_CUDA_CHECK_LAUNCH();
 }
 

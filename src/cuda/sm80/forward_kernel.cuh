@@ -39,7 +39,7 @@ template <> struct Pair<__nv_bfloat16> {
 // (causal, window, ragged tails) run in the lean instantiation.
 template <typename T, typename Tr>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
-    forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work, bool register_epilogue) {
+    forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
   constexpr int kD = Tr::kD;
   constexpr bool kShaped = Tr::kShaped;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kRS = Tr::kRS, kThreads = Tr::kThreads, kMT = Tr::kMT;
@@ -279,51 +279,22 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 
     // ---- epilogue
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt) sm[mt].finish();
-    if (register_epilogue) {
+    for (int mt = 0; mt < kMT; ++mt) {
+      sm[mt].finish();
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
+      for (int half = 0; half < 2; ++half) {
+        const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
+        if (r >= rows) continue;
+        const float inv = sm[mt].inv_sum(half);
+        T* orow = og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
-          if (r >= rows) continue;
-          const float inv = sm[mt].inv_sum(half);
-          T* orow = og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
-#pragma unroll
-          for (int dt = 0; dt < kDT; ++dt) {
-            const int c = dt * 8 + (lane & 3) * 2;
-            if (c < p.head_dim)
-              *reinterpret_cast<std::uint32_t*>(orow + c) =
-                  Pair<T>::pack(O[mt][dt][2 * half] * inv, O[mt][dt][2 * half + 1] * inv);
-          }
-          if ((lane & 3) == 0) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm[mt].lse(half);
-        }
-    } else {
-      // O through shared memory (the Q area, swizzled like every tile), then
-      // 16-byte coalesced rows: the fragments' own 4-byte stores touch 8 rows
-      // per instruction and hold the load/store pipe that the other block's
-      // ldmatrix traffic needs for ~4x as many cycles.
-      __syncthreads();  // every warp is done reading sQ
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
-          const float inv = sm[mt].inv_sum(half);
-#pragma unroll
-          for (int dt = 0; dt < kDT; ++dt)
-            *reinterpret_cast<std::uint32_t*>(sQ + swizzle<kRS>(r, dt) + (lane & 3) * 2) =
+        for (int dt = 0; dt < kDT; ++dt) {
+          const int c = dt * 8 + (lane & 3) * 2;
+          if (c < p.head_dim)
+            *reinterpret_cast<std::uint32_t*>(orow + c) =
                 Pair<T>::pack(O[mt][dt][2 * half] * inv, O[mt][dt][2 * half + 1] * inv);
-          if ((lane & 3) == 0 && r < rows) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm[mt].lse(half);
         }
-      __syncthreads();
-      constexpr int kOutCh = kD / 8;  // 16-byte chunks of a row that hold data
-#pragma unroll 4
-      for (int idx = tid; idx < kBM * kOutCh; idx += kThreads) {
-        const int r = idx / kOutCh, ch = idx % kOutCh;
-        if (r < rows && ch * 8 < p.head_dim)
-          *reinterpret_cast<uint4*>(og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h) + ch * 8) =
-              *reinterpret_cast<const uint4*>(sQ + swizzle<kRS>(r, ch));
+        if ((lane & 3) == 0) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm[mt].lse(half);
       }
     }
   }
