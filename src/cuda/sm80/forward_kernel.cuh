@@ -117,18 +117,18 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const T* v_head = vg + operand_offset(p.v_strides, b, s.k_row0, 0, hk);
     auto load_k = [&](int n0, int stage) {
       const int valid = len_k - n0 < kBN ? len_k - n0 : kBN;
-      load_tile<T, kBN, kD, kThreads>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row,
+      load_tile<T, kBN, kD, kThreads, true>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row,
                                       p.k_strides.row, valid, p.head_dim, tid);
     };
     auto load_v = [&](int n0, int stage) {
       const int valid = len_k - n0 < kBN ? len_k - n0 : kBN;
-      load_tile<T, kBN, kD, kThreads>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row,
+      load_tile<T, kBN, kD, kThreads, true>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row,
                                       p.v_strides.row, valid, p.head_dim, tid);
     };
 
     // ---- prologue
     __syncthreads();  // the previous work item is done with shared memory
-    load_tile<T, kBM, kD, kThreads>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, m0, h), p.q_strides.row,
+    load_tile<T, kBM, kD, kThreads, true>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, m0, h), p.q_strides.row,
                                     rows, p.head_dim, tid);
     __pipeline_commit();
     if constexpr (Tr::kSplitKV) {

@@ -75,8 +75,10 @@ struct LaneOffsets {
 // Copies a kRows x kD tile (rows `row_stride` elements apart) into shared
 // memory with cp.async. Rows at or past rows_valid and columns at or past
 // head_dim are zero-filled (no global read), so padded head dims and ragged
-// tails contribute exact zeros.
-template <typename T, int kRows, int kD, int kThreads>
+// tails contribute exact zeros. kFewRows opts in to the path for fewer than 8
+// rows per step (the forward's 4-warp head-dim-256 tiles); other callers keep
+// the generic path there, and with it their measured code.
+template <typename T, int kRows, int kD, int kThreads, bool kFewRows = false>
 __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t row_stride, int rows_valid,
                                           int head_dim, int tid) {
   constexpr int kRS = (kD + 63) / 64 * 64;
@@ -97,7 +99,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t 
       __pipeline_memcpy_async(dst + it * kStep * kRS, ok ? src : gbase, 16, ok ? 0 : 16);
       src += kStep * row_stride;
     }
-  } else if constexpr (kThreads % kCh == 0 && 8 % (kThreads / kCh) == 0 && kRows % 8 == 0) {
+  } else if constexpr (kFewRows && kThreads % kCh == 0 && 8 % (kThreads / kCh) == 0 && kRows % 8 == 0) {
     // Fewer than 8 rows per step (head dims > 128 with 4 warps): the swizzle
     // repeats every 8 / kStep steps, so a thread keeps that many shared-memory
     // offsets (v4: the generic path below spilled its 64-bit addresses).
