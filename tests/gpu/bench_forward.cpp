@@ -3,7 +3,9 @@
 // bf16 and fp16, plus fp32 on the portable kernel. Median of 7 trials of
 // `reps` back-to-back calls after warm-ups, random inputs. FLOPs: 4*B*H*S^2*D, halved when causal.
 //
-//   flashattn_gpu_bench [backend=sm80|portable|auto] [reps=10] [quick]
+//   flashattn_gpu_bench [backend=sm80|portable|auto] [reps=10] [quick] [cell=D:causal:S] [dims=D1,D2]
+// cell=...: only that head dim, mask and sequence length (both dtypes; e.g.
+// for a profiler run of one kernel); dims=...: only those head dims.
 // Output: one whitespace-separated line per cell (parsed by bench_peers.py).
 #include <cuda_runtime.h>
 
@@ -72,6 +74,9 @@ int main(int argc, char** argv) {
   Backend backend = Backend::cuda_sm80;
   int reps = 10;
   bool quick = false;
+  int only_d = 0, only_causal = -1;
+  long long only_s = 0;
+  std::vector<int> dims = {64, 128, 256};
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "portable") backend = Backend::cuda_portable;
@@ -79,8 +84,17 @@ int main(int argc, char** argv) {
     else if (a == "sm80") backend = Backend::cuda_sm80;
     else if (a == "quick") quick = true;
     else if (a.rfind("reps=", 0) == 0) reps = std::atoi(a.c_str() + 5);
+    else if (a.rfind("dims=", 0) == 0) {
+      dims.clear();
+      for (const char* c = a.c_str() + 5; *c != '\0';) {
+        dims.push_back(std::atoi(c));
+        while (*c != '\0' && *c != ',') ++c;
+        if (*c == ',') ++c;
+      }
+    } else if (a.rfind("cell=", 0) == 0 && std::sscanf(a.c_str() + 5, "%d:%d:%lld", &only_d, &only_causal, &only_s) == 3) {
+    }
     else {
-      std::fprintf(stderr, "usage: %s [sm80|portable|auto] [reps=N] [quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [sm80|portable|auto] [reps=N] [quick] [cell=D:causal:S] [dims=D1,D2]\n", argv[0]);
       return 2;
     }
   }
@@ -108,11 +122,12 @@ int main(int argc, char** argv) {
     float* lse = nullptr;
     CHECK(cudaMalloc(&o, n * flashattn::dtype_size(dt)));
     CHECK(cudaMalloc(&lse, n / 64 * 4));  // rows * heads <= n / 64 (head dim >= 64)
-    for (int d : {64, 128, 256})
+    for (int d : dims)
       for (bool causal : {false, true})
         for (std::int64_t s : seqlens) {
           if (backend == Backend::cuda_portable && s != seqlens.front()) continue;
           const std::int64_t sl = backend == Backend::cuda_portable ? 4096 : s;
+          if (only_d != 0 && (d != only_d || int(causal) != only_causal || sl != only_s)) continue;
           const std::int64_t b = std::int64_t(n) / (sl * 2048);
           const std::int64_t h = 2048 / d;
           const flashattn::Device dev{flashattn::DeviceKind::cuda, 0};

@@ -1,7 +1,9 @@
 // The portable SIMT forward: launch, head-dim buckets and what it supports.
 #include <climits>
+#include <type_traits>
 
 #include "cuda/families.hpp"
+#include "cuda/portable/forward_f32.cuh"
 #include "cuda/portable/forward_kernel.cuh"
 #include "cuda/portable/launch_util.cuh"
 
@@ -34,8 +36,32 @@ void launch(const ForwardParams& p) {
   FA_CUDA_CHECK_LAUNCH();
 }
 
+// fp32 with head dims 33..128: the register-tiled kernel where its shared
+// memory fits the device (not sm_75's 64 KB); anything else the element-wise one.
+template <int kD>
+void launch_f32_tiled(const ForwardParams& p) {
+  using Tl = portable::F32Tile<kD>;
+  auto kernel = portable::forward_f32_kernel<kD>;
+  allow_dynamic_smem(kernel, Tl::kSmemBytes);
+  const std::int64_t tiles = (p.seqlen_q + Tl::kBM - 1) / Tl::kBM;
+  const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
+  if (total == 0) return;
+  const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
+  kernel<<<grid, Tl::kThreads, Tl::kSmemBytes, stream_of(p)>>>(p, tiles, total);
+  FA_CUDA_CHECK_LAUNCH();
+}
+
+bool f32_tiled(const ForwardParams& p) {
+  if (p.head_dim <= 32 || p.head_dim > 128) return false;
+  const std::size_t need = p.head_dim <= 64 ? portable::F32Tile<64>::kSmemBytes : portable::F32Tile<128>::kSmemBytes;
+  return need <= current_device_info().smem_optin;
+}
+
 template <typename T>
 void launch_dtype(const ForwardParams& p) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (f32_tiled(p)) return p.head_dim <= 64 ? launch_f32_tiled<64>(p) : launch_f32_tiled<128>(p);
+  }
   if (p.head_dim <= 32) return launch<T, 32>(p);
   if (p.head_dim <= 64) return launch<T, 64>(p);
   if (p.head_dim <= 128) return launch<T, 128>(p);

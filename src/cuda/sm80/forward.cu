@@ -17,25 +17,39 @@ int bucket(int head_dim) {
   return 0;
 }
 
+// Per head dim: the lean configuration (masks only) and the shaped one
+// (softcap/bias/ALiBi code present; its larger register footprint needs a
+// smaller key tile). Config<D, key tile, stages, Q in registers, shaped>.
+template <int kD, bool kShaped> struct Default;
+template <bool S> struct Default<64, S> { using type = sm80::Config<64, 64, 3, !S, S>; };
+template <bool S> struct Default<96, S> { using type = sm80::Config<96, 32, 3, false, S>; };
+template <bool S> struct Default<128, S> { using type = sm80::Config<128, S ? 32 : 64, S ? 3 : 2, false, S>; };
+template <bool S> struct Default<192, S> { using type = sm80::Config<192, 64, 2, false, S>; };
+// 64 rows x 4 warps, one K and one V buffer (96 KB): two blocks per SM.
+template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32 : 64, 1, false, S, 4, 1>; };
+// Head dim 128 without a mask: one K and one V buffer measured 0-6% faster
+// than two K/V stages at S >= 1k, and 2-11% slower with a causal mask at
+// S <= 4k (docs/perf/cuda_forward.md, v4), so the mask picks.
+using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
+
 // Shared memory of the shaped instantiation, which also runs unshaped calls
 // where the lean one does not fit (its smaller key tile needs less).
 std::size_t smem_for(int d) {
   switch (d) {
-    case 64: return sm80::Traits<64, true>::kSmemBytes;
-    case 96: return sm80::Traits<96, true>::kSmemBytes;
-    case 128: return sm80::Traits<128, true>::kSmemBytes;
-    case 192: return sm80::Traits<192, true>::kSmemBytes;
-    default: return sm80::Traits<256, true>::kSmemBytes;
+    case 64: return Default<64, true>::type::kSmemBytes;
+    case 96: return Default<96, true>::type::kSmemBytes;
+    case 128: return Default<128, true>::type::kSmemBytes;
+    case 192: return Default<192, true>::type::kSmemBytes;
+    default: return Default<256, true>::type::kSmemBytes;
   }
 }
 
 bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
 bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
 
-template <typename T, int kD, bool kShaped>
+template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
-  using Tr = sm80::Traits<kD, kShaped>;
-  auto kernel = sm80::forward_kernel<T, kD, kShaped>;
+  auto kernel = sm80::forward_kernel<T, Tr>;
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
@@ -48,10 +62,14 @@ void launch_with(const ForwardParams& p) {
 template <typename T, int kD>
 void launch(const ForwardParams& p) {
   const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr || !(p.scale > 0.0f);
-  if (!shaped && sm80::Traits<kD, false>::kSmemBytes <= current_device_info().smem_optin)
-    launch_with<T, kD, false>(p);
-  else
-    launch_with<T, kD, true>(p);
+  using Lean = typename Default<kD, false>::type;
+  const std::size_t optin = current_device_info().smem_optin;
+  if (shaped || Lean::kSmemBytes > optin) return launch_with<T, typename Default<kD, true>::type>(p);
+  if constexpr (kD == 128) {
+    if (p.window_left < 0 && p.window_right < 0 && Unmasked128::kSmemBytes <= optin)
+      return launch_with<T, Unmasked128>(p);
+  }
+  launch_with<T, Lean>(p);
 }
 
 template <typename T>

@@ -37,10 +37,11 @@ template <> struct Pair<__nv_bfloat16> {
 
 // kShaped: softcap, bias or ALiBi present (or a scale <= 0); masks alone
 // (causal, window, ragged tails) run in the lean instantiation.
-template <typename T, int kD, bool kShaped>
-__global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kShaped>::kMinBlocks)
+template <typename T, typename Tr>
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
-  using Tr = Traits<kD, kShaped>;
+  constexpr int kD = Tr::kD;
+  constexpr bool kShaped = Tr::kShaped;
   constexpr int kBM = Tr::kBM, kBN = Tr::kBN, kRS = Tr::kRS, kThreads = Tr::kThreads, kMT = Tr::kMT;
   constexpr int kNT = kBN / 8;   // 8-key column tiles of S
   constexpr int kDT = kD / 8;    // 8-column tiles of O
@@ -93,40 +94,57 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     const int n_first = kb / kBN * kBN;
     const int diag = int(mask.diag);
 
-    RowInfo ri[kMT];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+    // Row info for masking is rebuilt inside the (rare) masked tiles from
+    // these few ints instead of being held across the loop (12 registers that
+    // the BN = 64/128 tiles need for accumulators).
+    const int len_k = int(s.len_k), m0i = int(m0);
+    auto row_info = [&](int mt) {
+      const Mask mk{diag, p.window_left, p.window_right, len_k};
+      RowInfo ri;
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
-        ri[mt].i[half] = int(m0) + r;
+        ri.i[half] = m0i + r;
         const bool ok = r < rows;
-        ri[mt].begin[half] = ok ? int(mask.key_begin(m0 + r)) : 0;
-        ri[mt].end[half] = ok ? int(mask.key_end(m0 + r)) : 0;
+        ri.begin[half] = ok ? int(mk.key_begin(m0i + r)) : 0;
+        ri.end[half] = ok ? int(mk.key_end(m0i + r)) : 0;
       }
+      return ri;
+    };
     const float slope = alibi_slope(p, b, h);
 
     const T* k_head = kg + operand_offset(p.k_strides, b, s.k_row0, 0, hk);
     const T* v_head = vg + operand_offset(p.v_strides, b, s.k_row0, 0, hk);
-    auto load_kv = [&](int n0, int stage) {
-      const int valid = s.len_k - n0 < kBN ? int(s.len_k - n0) : kBN;
-      load_tile<T, kBN, kD, kThreads>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row,
+    auto load_k = [&](int n0, int stage) {
+      const int valid = len_k - n0 < kBN ? len_k - n0 : kBN;
+      load_tile<T, kBN, kD, kThreads, true>(sK + stage * kBN * kRS, k_head + std::int64_t(n0) * p.k_strides.row,
                                       p.k_strides.row, valid, p.head_dim, tid);
-      load_tile<T, kBN, kD, kThreads>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row,
+    };
+    auto load_v = [&](int n0, int stage) {
+      const int valid = len_k - n0 < kBN ? len_k - n0 : kBN;
+      load_tile<T, kBN, kD, kThreads, true>(sV + stage * kBN * kRS, v_head + std::int64_t(n0) * p.v_strides.row,
                                       p.v_strides.row, valid, p.head_dim, tid);
     };
 
     // ---- prologue
     __syncthreads();  // the previous work item is done with shared memory
-    load_tile<T, kBM, kD, kThreads>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, m0, h), p.q_strides.row,
+    load_tile<T, kBM, kD, kThreads, true>(sQ, qg + operand_offset(p.q_strides, b, s.q_row0, m0, h), p.q_strides.row,
                                     rows, p.head_dim, tid);
     __pipeline_commit();
-    // The first kStages-1 key tiles in flight (one commit group each, empty
-    // groups included, so that group counts stay uniform).
-#pragma unroll
-    for (int st = 0; st < Tr::kStages - 1; ++st) {
-      if (n_first + st * kBN < ke) load_kv(n_first + st * kBN, st);
+    if constexpr (Tr::kSplitKV) {
+      if (n_first < ke) load_k(n_first, 0);
       __pipeline_commit();
+    } else {
+      // The first kStages-1 key tiles in flight (one commit group each, empty
+      // groups included, so that group counts stay uniform).
+#pragma unroll
+      for (int st = 0; st < Tr::kStages - 1; ++st) {
+        if (n_first + st * kBN < ke) {
+          load_k(n_first + st * kBN, st);
+          load_v(n_first + st * kBN, st);
+        }
+        __pipeline_commit();
+      }
     }
 
     float O[kMT][kDT][4];
@@ -145,7 +163,8 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     };
     constexpr int kQRegs = Tr::kQInRegs ? kKS : 1;
     std::uint32_t qf[kMT][kQRegs][4];
-    __pipeline_wait_prior(Tr::kStages - 1);  // Q has landed
+    // Q has landed (split K/V: the first K tile too)
+    __pipeline_wait_prior(Tr::kSplitKV ? 0 : Tr::kStages - 1);
     __syncthreads();
     if constexpr (Tr::kQInRegs) {
 #pragma unroll
@@ -155,18 +174,30 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
     }
 
     // ---- main loop over key tiles
-    // One barrier per tile: after it, this tile's K/V are visible to all and
-    // every warp is done with the previous tile, whose stage is refilled with
-    // the tile kStages-1 ahead.
+    // kStages >= 2: one barrier per tile: after it, this tile's K/V are
+    // visible to all and every warp is done with the previous tile, whose
+    // stage is refilled with the tile kStages-1 ahead.
+    // kStages == 1: entering a tile, its K is visible and every warp is done
+    // with the previous V; V is loaded during S = Q K^T, the next K after the
+    // barrier that ends every warp's use of this K.
     int stage = 0;
     for (int n0 = n_first; n0 < ke; n0 += kBN) {
-      __pipeline_wait_prior(Tr::kStages - 2);  // this tile's K/V have landed
-      __syncthreads();
-      const int refill = stage == 0 ? Tr::kStages - 1 : stage - 1;
-      if (n0 + (Tr::kStages - 1) * kBN < ke) load_kv(n0 + (Tr::kStages - 1) * kBN, refill);
-      __pipeline_commit();
-      const std::uint32_t sKs = sK_addr + stage * (kBN * kRS * 2);
-      const std::uint32_t sVs = sV_addr + stage * (kBN * kRS * 2);
+      std::uint32_t sKs = sK_addr, sVs = sV_addr;
+      if constexpr (Tr::kSplitKV) {
+        load_v(n0, 0);
+        __pipeline_commit();
+      } else {
+        __pipeline_wait_prior(Tr::kStages - 2);  // this tile's K/V have landed
+        __syncthreads();
+        const int refill = stage == 0 ? Tr::kStages - 1 : stage - 1;
+        if (n0 + (Tr::kStages - 1) * kBN < ke) {
+          load_k(n0 + (Tr::kStages - 1) * kBN, refill);
+          load_v(n0 + (Tr::kStages - 1) * kBN, refill);
+        }
+        __pipeline_commit();
+        sKs += stage * (kBN * kRS * 2);
+        sVs += stage * (kBN * kRS * 2);
+      }
 
       // S = Q K^T. B fragments for key tiles 2np, 2np+1: matrices
       // (keys 0-7 | 8-15 of the pair) x (k 0-7 | 8-15) -> b0,b1 of each; every
@@ -198,11 +229,18 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
         }
       }
 
+      if constexpr (Tr::kSplitKV) {
+        __pipeline_wait_prior(0);  // V has landed
+        __syncthreads();           // V visible; every warp is done with K
+        if (n0 + kBN < ke) load_k(n0 + kBN, 0);
+        __pipeline_commit();
+      }
+
       // Masking only on tiles some row does not fully see.
       const bool full = n0 >= full_lo && n0 + kBN <= full_hi;
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
-        if (kShaped || !full) mask_scores<kShaped>(S[mt], p, diag, ri[mt], b, h, slope, n0, lane);
+        if (kShaped || !full) mask_scores<kShaped>(S[mt], p, diag, row_info(mt), b, h, slope, n0, lane);
         sm[mt].update(S[mt], O[mt], score_to_log2);
       }
 
@@ -230,7 +268,12 @@ __global__ void __launch_bounds__(Traits<kD, kShaped>::kThreads, Traits<kD, kSha
           }
         }
       }
-      stage = stage == Tr::kStages - 1 ? 0 : stage + 1;
+      if constexpr (Tr::kSplitKV) {
+        __pipeline_wait_prior(0);  // the next K has landed
+        __syncthreads();           // ... for all; every warp is done with V
+      } else {
+        stage = stage == Tr::kStages - 1 ? 0 : stage + 1;
+      }
     }
     __pipeline_wait_prior(0);
 

@@ -67,12 +67,20 @@ struct SoftmaxState {
   // scale folds into one FFMA per element; shaped scores arrive with c = 1.
   template <int kN, int kDT>
   __device__ __forceinline__ void update(float (&S)[kN][4], float (&O)[kDT][4], float c) {
+    static_assert((kN & (kN - 1)) == 0, "key tiles are powers of two");
     float alpha[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      float mx = -INFINITY;
+      // Max and sum as trees: the dependency chain is log2(kN) deep instead
+      // of kN (two warps per scheduler leave little else to hide it).
+      float t[kN];
 #pragma unroll
-      for (int nt = 0; nt < kN; ++nt) mx = fmaxf(mx, fmaxf(S[nt][2 * half], S[nt][2 * half + 1]));
+      for (int nt = 0; nt < kN; ++nt) t[nt] = fmaxf(S[nt][2 * half], S[nt][2 * half + 1]);
+#pragma unroll
+      for (int w = kN / 2; w > 0; w /= 2)
+#pragma unroll
+        for (int i = 0; i < w; ++i) t[i] = fmaxf(t[i], t[i + w]);
+      float mx = t[0];
       // The four lanes of a row hold its 8-key slices.
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
@@ -81,14 +89,17 @@ struct SoftmaxState {
       const float base = m_new == -INFINITY ? 0.0f : m_new;
       alpha[half] = fast_exp2(m[half] - base);
       m[half] = m_new;
-      float sum = 0.0f;
 #pragma unroll
       for (int nt = 0; nt < kN; ++nt) {
         S[nt][2 * half] = fast_exp2(fmaf(S[nt][2 * half], c, -base));
         S[nt][2 * half + 1] = fast_exp2(fmaf(S[nt][2 * half + 1], c, -base));
-        sum += S[nt][2 * half] + S[nt][2 * half + 1];
+        t[nt] = S[nt][2 * half] + S[nt][2 * half + 1];
       }
-      l[half] = l[half] * alpha[half] + sum;
+#pragma unroll
+      for (int w = kN / 2; w > 0; w /= 2)
+#pragma unroll
+        for (int i = 0; i < w; ++i) t[i] += t[i + w];
+      l[half] = l[half] * alpha[half] + t[0];
     }
     // Once the running max settles, most tiles leave it unchanged: the warp
     // skips the D/2 multiplies of the rescale unless some row's max moved.
