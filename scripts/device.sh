@@ -80,7 +80,10 @@ if has sanitize; then
       --gtest_filter='*varlen*:*Sm90Dispatch*' >"$OUT/san_sm90_$tool.log" 2>&1; r2=$?
     compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_backward \
       --gtest_filter='*MatchesReference/*bf16*varlen*causalBR*:*Determinism*' >"$OUT/san_bwd_$tool.log" 2>&1; r3=$?
-    echo "compute-sanitizer $tool: forward exit $r1, sm90 exit $r2, backward exit $r3 (9 = errors found)"
+    compute-sanitizer --tool $tool --error-exitcode 9 $BUILD/tests/gpu/test_sm90_backward \
+      --gtest_filter='*MatchesReference/*_bf16_bshd_b2_q113_k203_h2_d64:*MatchesReference/*_bf16_bshd_varlen_37x50*:*MatchesReference/*_bf16_bshd_b2_q300_k300_h2_d128_causalBR:*Sm90BackwardDeterministic*/3_*' \
+      >"$OUT/san_sm90bwd_$tool.log" 2>&1; r4=$?
+    echo "compute-sanitizer $tool: forward exit $r1, sm90 exit $r2, backward exit $r3, sm90 backward exit $r4 (9 = errors found)"
   done
 fi
 

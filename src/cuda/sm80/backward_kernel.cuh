@@ -40,7 +40,7 @@ struct BwdTraits {
   static constexpr int kDA = kD / kSplit;           // dK/dV/dQ columns per block
   static constexpr int kMinBlocks = kMinBlocks_;  // blocks per SM asked of ptxas
   static constexpr int kWarps = kBN / 16, kThreads = kWarps * 32;  // a warp per 16 keys
-  static constexpr int kRS = (kD + 63) / 64 * 64;  // as sm80::Traits: whole 128-byte lines
+  static constexpr int kRS = (kD + 63) / 64 * 64;  // as the forward tiles: whole 128-byte lines
   static constexpr int kNT = kBM / 8;               // 8-query tiles of S^T per warp
   static constexpr int kDT = kDA / 8;               // 8-column tiles of dK/dV
   static constexpr int kWM = kBM / 16, kWN = kWarps / kWM;  // warp grid of the dQ product
