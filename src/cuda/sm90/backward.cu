@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -88,8 +90,21 @@ void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
     launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
 }
 
+// FLASHATTN_SM90_BWD_D256=recompute: D = 256 with each warpgroup scoring the whole
+// tile itself (col_halves, 7/5 of the FLOPs) instead of query_halves (A/B switch).
+bool d256_recompute() {
+  static const bool on = [] {
+    const char* e = std::getenv("FLASHATTN_SM90_BWD_D256");
+    return e != nullptr && std::strcmp(e, "recompute") == 0;
+  }();
+  return on;
+}
+
 template <int D, typename T, bool kSoftcap>
 void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
+  if constexpr (D == 256) {
+    if (d256_recompute()) return launch_dq<D, T, kSoftcap, DqMode::col_halves>(p, sc);
+  }
   launch_dq<D, T, kSoftcap, default_dq_mode(D)>(p, sc);
 }
 

@@ -43,20 +43,25 @@ namespace flashattn::detail::cuda::sm90 {
 // Measured and dropped (docs/perf/cuda_backward.md v2, v4): at D = 64 each
 // warpgroup reducing the partial over its own 64 keys, with no barrier between the
 // warpgroups: 13-19% slower with REDs, 5-7% slower with the copy-engine reduce.
-enum class DqMode { split_cols, alternate, col_halves };
+//   col_halves (D = 256): see the header; each warpgroup S^T/dP^T over the whole tile;
+//   query_halves (D = 256, default): as col_halves, but warpgroup w computes S^T,
+//     dP^T, P^T and dS^T of queries 32w..32w+31 only and both exchange P^T and dS^T
+//     through shared memory (no recomputed FLOPs; dV/dK read A from shared memory).
+enum class DqMode { split_cols, alternate, col_halves, query_halves };
 
 constexpr DqMode default_dq_mode(int D) {
-  return D == 256 ? DqMode::col_halves : (D == 128 ? DqMode::split_cols : DqMode::alternate);
+  return D == 256 ? DqMode::query_halves : (D == 128 ? DqMode::split_cols : DqMode::alternate);
 }
 
 template <int D, DqMode Mode = default_dq_mode(D)>
 struct BwdConfig {
   static_assert(D == 64 || D == 128 || D == 256, "backward head-dim buckets");
   static_assert((D == 128) == (Mode == DqMode::split_cols), "split_cols needs two 64-column halves");
-  static_assert((D == 256) == (Mode == DqMode::col_halves), "col_halves is the D = 256 layout");
+  static_assert((D == 256) == (Mode == DqMode::col_halves || Mode == DqMode::query_halves), "the D = 256 layouts");
   static constexpr DqMode kDqMode = Mode;
   static constexpr int kHeadDim = D;
-  static constexpr bool kColHalves = Mode == DqMode::col_halves;
+  static constexpr bool kColHalves = Mode == DqMode::col_halves || Mode == DqMode::query_halves;
+  static constexpr bool kQueryHalves = Mode == DqMode::query_halves;
   // Columns of dK/dV a warpgroup accumulates (wgmma N of dV/dK) and its first one.
   static constexpr int kAccCols = kColHalves ? D / 2 : D;
   // keys per CTA: wgmma M = 64 per consumer warpgroup (D = 256: the same 64 for both)
@@ -87,7 +92,8 @@ struct BwdConfig {
   static constexpr int kOffDO = kOffQ + kStages * kQBytes;
   static constexpr int kOffDS = kOffDO + kStages * kQBytes;  // two buffers
   static constexpr int kDQBytes = kColHalves ? 0 : kBlockM * 64 * 4;  // a warpgroup's fp32 dQ tile for the TMA reduce
-  static constexpr int kOffDQ = kOffDS + 2 * kDSBytes;  // one per consumer warpgroup
+  static constexpr int kOffP = kOffDS + 2 * kDSBytes;  // query_halves: P^T, two buffers
+  static constexpr int kOffDQ = kOffP + (kQueryHalves ? 2 * kDSBytes : 0);  // one per consumer warpgroup
   static constexpr int kOffLse = kOffDQ + 2 * kDQBytes;
   static constexpr int kOffDsum = kOffLse + kStages * kBlockM * 4;
   static constexpr int kOffBar = kOffDsum + kStages * kBlockM * 4;
@@ -605,6 +611,279 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   }
 }
 
+// D = 256, DqMode::query_halves: one CTA per 64-key block; both consumer warpgroups
+// see all 64 keys. Per 64-query tile, warpgroup w:
+//   S^T, dP^T of queries 32w..32w+31 over all 256 columns  (ss, m64n32k16 x 16)
+//   P^T, dS^T of those 32 queries (registers), both to shared memory at query columns
+//     32w.. ([key][query], 128-byte swizzle; two buffers each, alternating tiles)
+//   barrier between the warpgroups (the other half of P^T and dS^T)
+//   dV[:, 128w..] += P^T dO[:, 128w..], dK[:, 128w..] += dS^T Q[:, 128w..]
+//                                     (ss m64n128k16, A K-major, B MN-major)
+//   dQ[:, 128w..] = dS K[:, 128w..]   (ss_mn m64n64k16, two 64-column chunks),
+//                                     added to the fp32 accumulator by float2 REDs.
+// Registers: dK + dV 128, S^T + dP^T 32, dQ 2 x 32 (live only after S^T, dP^T die).
+template <class Cfg, typename T, bool kSoftcap, bool kDq>
+__device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock& blk, unsigned char* sm,
+                                                std::uint64_t* bars, int w) {
+  using GemmS = Wgmma<32, T>;   // S^T, dP^T: N = 32 queries
+  using GemmQ = Wgmma<64, T>;   // dQ chunks: N = 64 columns
+  using GemmKV = WgmmaBt<T>;    // dK, dV: N = 128 columns
+  const BackwardParams& p = a.p;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  std::uint64_t* kv_full = bars;
+  std::uint64_t* full = bars + 1;
+  std::uint64_t* empty = bars + 1 + Cfg::kStages;
+
+  float dk[64], dv[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dk[i] = dv[i] = 0.0f;
+  const int chunk0 = 2 * w;  // first 64-column chunk of this warpgroup's dK/dV/dQ
+  const int q0 = 32 * w;     // first query of the tile this warpgroup scores
+
+  // This thread's two keys and the queries that see each (as bwd_consumer).
+  const int kr0 = 16 * warp + lane / 4;
+  int qa[2], qb[2];
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    constexpr std::int64_t kBig = std::int64_t(1) << 30;
+    const std::int64_t j = blk.j0 + kr0 + 8 * hh;
+    std::int64_t l = -kBig, u = kBig;
+    if (blk.m.right >= 0) l = j - blk.m.diag - blk.m.right;
+    if (blk.m.left >= 0) u = j - blk.m.diag + blk.m.left + 1;
+    l = l < -kBig ? -kBig : (l > kBig ? kBig : l);
+    u = u < -kBig ? -kBig : (u > kBig ? kBig : u);
+    if (kr0 + 8 * hh >= blk.keys) u = l;
+    qa[hh] = int(l);
+    qb[hh] = int(u < l ? l : u);
+  }
+  const int len_q = int(blk.s.len_q);
+  const unsigned char* sK = sm + Cfg::kOffK;
+  const unsigned char* sV = sm + Cfg::kOffV;
+
+  if (blk.total > 0) {
+    mbar_wait(kv_full, 0);
+    if (varlen && blk.keys < Cfg::kBlockN) {
+      zero_rows<Cfg::kChunks>(sm + Cfg::kOffK, Cfg::kKVChunkBytes, blk.keys, Cfg::kBlockN);
+      zero_rows<Cfg::kChunks>(sm + Cfg::kOffV, Cfg::kKVChunkBytes, blk.keys, Cfg::kBlockN);
+      consumers_publish_smem();
+    }
+  }
+  const std::int64_t row_base = varlen ? blk.s.q_row0 : std::int64_t(blk.b) * p.seqlen_q;
+  const int c0 = 2 * (lane % 4);  // this thread's first column in each 8-column block
+  for (int it = 0; it < blk.total; ++it) {
+    const int st = it % Cfg::kStages;
+    int h, i0;
+    blk.tile(it, h, i0);
+    unsigned char* sQ = sm + Cfg::kOffQ + st * Cfg::kQBytes;
+    unsigned char* sDO = sm + Cfg::kOffDO + st * Cfg::kQBytes;
+    unsigned char* sDS = sm + Cfg::kOffDS + (it & 1) * Cfg::kDSBytes;
+    unsigned char* sP = sm + Cfg::kOffP + (it & 1) * Cfg::kDSBytes;
+    const float* sl = reinterpret_cast<const float*>(sm + Cfg::kOffLse) + st * 64 + q0;
+    const float* sd = reinterpret_cast<const float*>(sm + Cfg::kOffDsum) + st * 64 + q0;
+    mbar_wait(&full[st], (it / Cfg::kStages) & 1);
+    if (varlen && i0 + 64 > len_q) {
+      const int r0 = len_q - i0;
+      zero_rows<Cfg::kChunks>(sQ, Cfg::kQChunkBytes, r0, 64);
+      zero_rows<Cfg::kChunks>(sDO, Cfg::kQChunkBytes, r0, 64);
+      consumers_publish_smem();
+    }
+
+    // ---- S^T = K Q_w^T and dP^T = V dO_w^T (rows q0.. of Q/dO: 4 swizzle atoms in).
+    float sacc[16], dp[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      fence_operand(sacc[i]);
+      fence_operand(dp[i]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 16; ++ks) {
+      const int off = (ks / 4) * Cfg::kKVChunkBytes + (ks % 4) * 32;
+      const int qoff = (ks / 4) * Cfg::kQChunkBytes + q0 * 128 + (ks % 4) * 32;
+      GemmS::ss(sacc, smem_desc(sK + off, 16, 1024), smem_desc(sQ + qoff, 16, 1024), ks > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < 16; ++ks) {
+      const int off = (ks / 4) * Cfg::kKVChunkBytes + (ks % 4) * 32;
+      const int qoff = (ks / 4) * Cfg::kQChunkBytes + q0 * 128 + (ks % 4) * 32;
+      GemmS::ss(dp, smem_desc(sV + off, 16, 1024), smem_desc(sDO + qoff, 16, 1024), ks > 0);
+    }
+    wgmma_commit();
+
+    // Visible query columns [lo, hi) of this warpgroup's 32 for each of the thread's keys.
+    int lo[2], hi[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      lo[hh] = min(max(qa[hh] - i0 - q0, 0), 32);
+      hi[hh] = min(max(qb[hh] - i0 - q0, lo[hh]), 32);
+    }
+    const bool full_tile = __all_sync(0xffffffffu, lo[0] == 0 && lo[1] == 0 && hi[0] == 32 && hi[1] == 32);
+    auto visible = [&](int i) {
+      const int hh = (i >> 1) & 1, col = 8 * (i >> 2) + c0 + (i & 1);
+      return col >= lo[hh] && col < hi[hh];
+    };
+    std::uint32_t pa[2][4], da[2][4];
+    std::uint32_t gd[kSoftcap ? 8 : 1];
+
+    // ---- P while dP^T is still on the tensor cores.
+    wgmma_wait<1>();
+#pragma unroll
+    for (int i = 0; i < 16; ++i) fence_operand(sacc[i]);
+    auto exp_phase = [&](auto masked) {
+#pragma unroll
+      for (int jb = 0; jb < 4; ++jb) {
+        const float2 l2 = *reinterpret_cast<const float2*>(sl + 8 * jb + c0);
+#pragma unroll
+        for (int r = 0; r < 4; r += 2) {
+          float x[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int i = 4 * jb + r + e;
+            const float lse2 = e ? l2.y : l2.x;
+            if constexpr (kSoftcap) {
+              const float th = tanhf(sacc[i] * a.cap_pre);
+              x[e] = fmaf(th, a.softcap_log2, -lse2);
+              sacc[i] = 1.0f - th * th;  // parked here until packed below
+            } else {
+              x[e] = fmaf(sacc[i], a.scale_log2, -lse2);
+            }
+            if constexpr (decltype(masked)::value) x[e] = visible(i) ? x[e] : -INFINITY;
+          }
+          const int i = 4 * jb + r;
+          if constexpr (kSoftcap) gd[i / 2] = pack2<__half>(sacc[i], sacc[i + 1]);
+          sacc[i] = ex2_approx(x[0]);  // ex2.approx.ftz(-inf) = +0
+          sacc[i + 1] = ex2_approx(x[1]);
+        }
+      }
+    };
+    if (full_tile)
+      exp_phase(std::false_type{});
+    else
+      exp_phase(std::true_type{});
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) p_fragment<T>(sacc, ks, pa[ks]);
+
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 16; ++i) fence_operand(dp[i]);
+    // ---- dS^T = P^T (dP^T - D) * scale (* softcap derivative), P from its fp32 values.
+#pragma unroll
+    for (int jb = 0; jb < 4; ++jb) {
+      const float2 d2 = *reinterpret_cast<const float2*>(sd + 8 * jb + c0);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int i = 4 * jb + r;
+        float f = p.scale;
+        if constexpr (kSoftcap) f *= unpack_half<__half>(gd[i / 2], i & 1);
+        dp[i] = sacc[i] * (dp[i] - ((r & 1) ? d2.y : d2.x)) * f;
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) p_fragment<T>(dp, ks, da[ks]);
+
+    // ---- P^T and dS^T to shared memory at query columns q0.. (column block jb + 4w):
+    // register x[ks][r] holds row h = r & 1, column block 2ks + (r >> 1).
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = kr0 + 8 * (r & 1), jb = 2 * ks + (r >> 1) + 4 * w;
+        const int off = row * 128 + ((jb ^ (row & 7)) << 4) + 2 * c0;
+        *reinterpret_cast<std::uint32_t*>(sP + off) = pa[ks][r];
+        *reinterpret_cast<std::uint32_t*>(sDS + off) = da[ks][r];
+      }
+    consumers_publish_smem();  // both query halves of P^T and dS^T
+
+    // ---- dV += P^T dO, dK += dS^T Q (this warpgroup's 128 columns; K = 64 queries).
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      fence_operand(dv[i]);
+      fence_operand(dk[i]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      GemmKV::ss(dv, smem_desc(sP + ks * 32, 16, 1024),
+                 smem_desc(sDO + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024), 1);
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      GemmKV::ss(dk, smem_desc(sDS + ks * 32, 16, 1024),
+                 smem_desc(sQ + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024), 1);
+    wgmma_commit();
+    // ---- dQ = dS K over the 64 keys, both 64-column chunks (no register of a
+    // running wgmma is read before the wait below: see v2 on C75xx serialization).
+    float dq0[32], dq1[32];
+    if constexpr (kDq) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        fence_operand(dq0[i]);
+        fence_operand(dq1[i]);
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+        GemmQ::ss_mn(dq0, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                     smem_desc(sK + chunk0 * Cfg::kKVChunkBytes + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+        GemmQ::ss_mn(dq1, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                     smem_desc(sK + (chunk0 + 1) * Cfg::kKVChunkBytes + ks * 2048, Cfg::kKVChunkBytes, 1024),
+                     ks > 0);
+      wgmma_commit();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      fence_operand(dk[i]);
+      fence_operand(dv[i]);
+    }
+    mbar_arrive(&empty[st]);  // Q, dO, lse and D of this stage are no longer read
+    if constexpr (kDq) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        fence_operand(dq0[i]);
+        fence_operand(dq1[i]);
+      }
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
+        if (i >= len_q) continue;
+        float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + 64 * chunk0 + c0;
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb)
+          if (64 * chunk0 + c0 + 8 * jb < p.head_dim)
+            atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb), make_float2(dq0[4 * jb + 2 * hh], dq0[4 * jb + 2 * hh + 1]));
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb)
+          if (64 * chunk0 + 64 + c0 + 8 * jb < p.head_dim)
+            atomicAdd(reinterpret_cast<float2*>(dst + 64 + 8 * jb),
+                      make_float2(dq1[4 * jb + 2 * hh], dq1[4 * jb + 2 * hh + 1]));
+      }
+    }
+  }
+
+  // ---- dK, dV of the 64 keys, this warpgroup's columns: pairs per lane.
+  T* dkg = static_cast<T*>(p.dk);
+  T* dvg = static_cast<T*>(p.dv);
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    const int kr = kr0 + 8 * hh;
+    if (kr >= blk.keys) continue;
+    T* dkr = dkg + operand_offset(p.dk_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
+    T* dvr = dvg + operand_offset(p.dv_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
+#pragma unroll
+    for (int jb = 0; jb < 16; ++jb) {
+      const int c = 64 * chunk0 + 8 * jb + c0;
+      if (c < p.head_dim) {
+        *reinterpret_cast<std::uint32_t*>(dkr + c) = pack2<T>(dk[4 * jb + 2 * hh], dk[4 * jb + 2 * hh + 1]);
+        *reinterpret_cast<std::uint32_t*>(dvr + c) = pack2<T>(dv[4 * jb + 2 * hh], dv[4 * jb + 2 * hh + 1]);
+      }
+    }
+  }
+}
+
 // kDq = false (deterministic mode): no dQ product; a separate pass writes dQ.
 template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
 __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
@@ -633,7 +912,10 @@ __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kern
     if (threadIdx.x < 32) bwd_producer<Cfg>(a, blk, sm, bars);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    bwd_consumer<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
+    if constexpr (Cfg::kQueryHalves)
+      bwd_consumer_qh<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
+    else
+      bwd_consumer<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
   }
 }
 
