@@ -1,4 +1,4 @@
-// Hopper backward kernel (sm_90a): one CTA per (128-key block, kv head, batch), three
+// Hopper backward kernel (sm_90a): one CTA per (128-key block (64 at D = 256), kv head, batch), three
 // warpgroups. Warp 0 of warpgroup 0 is the producer: TMA brings K and V once, then
 // per query tile (64 rows, all q heads of the GQA group in turn) Q and dO into a
 // two-stage ring, and its lanes write the tile's lse (log2 units) and D = rowsum(dO*O)
@@ -14,7 +14,8 @@
 //                                         warpgroups share it: DqMode), staged in
 //                                         shared memory and added to the fp32
 //                                         accumulator by cp.reduce.async.bulk.tensor.
-// D = 256 (DqMode::col_halves): 64 keys per CTA, both consumer warpgroups own the same
+// D = 256 (DqMode::col_halves, behind FLASHATTN_SM90_BWD_D256=recompute; the default
+// query_halves is bwd_consumer_qh below): 64 keys per CTA, both consumer warpgroups own the same
 // 64 keys and warpgroup w columns 128w..128w+127 of dK, dV and dQ (dK + dV of all 256
 // columns would be 256 fp32 registers a thread). Each warpgroup computes S^T and dP^T
 // over all 256 columns itself (7/5 of the useful FLOPs, as the sm80 column split) and
