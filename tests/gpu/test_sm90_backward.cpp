@@ -27,7 +27,7 @@ using namespace fa_test;
 // that it refuses is a failure, not a skip.
 bool sm90_takes(const Case& c) {
   return c.dtype != DType::f32 && c.bias == BiasKind::none && c.alibi == AlibiKind::none && c.head_dim % 8 == 0 &&
-         c.head_dim <= 128 && c.layout != Layout::padded;
+         c.head_dim <= 256 && c.layout != Layout::padded;
 }
 
 Case base(DType dt, int d, std::int64_t sq, std::int64_t sk) {
@@ -127,6 +127,54 @@ std::vector<Case> cases() {
     c.heads_kv = 2;
     v.push_back(c);
   }
+  // D = 256 bucket (64-key blocks, each consumer warpgroup half the columns, dQ by
+  // reductions): both dtypes, plain and causal, odd sizes and Sq != Sk, softcap,
+  // GQA/MQA, windows, varlen with NaN padding; 192 and 136 padded up to it.
+  for (DType dt : {DType::bf16, DType::f16})
+    for (bool causal : {false, true}) {
+      Case c = base(dt, 256, 300, 300);
+      c.causal = causal;
+      v.push_back(c);
+    }
+  for (auto [sq, sk] : {std::pair<int, int>{1, 1}, {17, 17}, {113, 700}, {700, 113}, {65, 129}}) {
+    Case c = base(DType::bf16, 256, sq, sk);
+    v.push_back(c);
+    c.causal = true;
+    v.push_back(c);
+    c.alignment = Alignment::top_left;
+    v.push_back(c);
+  }
+  {
+    Case c = base(DType::bf16, 256, 200, 300);
+    c.softcap = 5.0f;
+    c.causal = true;
+    v.push_back(c);
+    c = base(DType::bf16, 256, 200, 333);
+    c.heads_q = 8;
+    c.heads_kv = 2;
+    v.push_back(c);
+    c.heads_kv = 1;
+    c.causal = true;
+    v.push_back(c);
+    c = base(DType::f16, 256, 333, 517);
+    c.window_left = 50;
+    c.window_right = 20;
+    v.push_back(c);
+    c = base(DType::bf16, 256, 0, 0);
+    c.varlen_q = {0, 17, 300, 1, 129, 0};
+    c.varlen_k = {5, 0, 280, 64, 400, 0};
+    c.varlen_pad_rows = 3;
+    c.causal = true;
+    v.push_back(c);
+    c = base(DType::bf16, 192, 250, 200);
+    c.causal = true;
+    v.push_back(c);
+    c = base(DType::f16, 192, 150, 150);
+    c.softcap = 10.0f;
+    v.push_back(c);
+    c = base(DType::bf16, 136, 100, 333);
+    v.push_back(c);
+  }
   // Head dims padded to the 64/128 buckets (columns past the row read as zero).
   {
     Case c = base(DType::bf16, 96, 200, 250);
@@ -179,6 +227,16 @@ std::vector<Case> deterministic_cases() {
   c = base(DType::bf16, 128, 77, 91);
   c.softcap = 3.0f;
   v.push_back(c);
+  c = base(DType::bf16, 256, 200, 333);  // the D = 256 kernel without its dQ product
+  c.causal = true;
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  v.push_back(c);
+  c = base(DType::f16, 192, 0, 0);
+  c.varlen_q = {37, 0, 64, 5};
+  c.varlen_k = {50, 12, 0, 71};
+  c.varlen_pad_rows = 3;
+  v.push_back(c);
   return v;
 }
 
@@ -213,7 +271,7 @@ TEST(Sm90BackwardDeterminism, TwoRunsBitwiseEqual) {
 TEST(Sm90BackwardDispatch, AutomaticPicksSm90) {
   SKIP_UNLESS_SM90();
   for (DType dt : {DType::bf16, DType::f16})
-    for (int d : {64, 128}) {
+    for (int d : {64, 128, 256}) {
       Case c = base(dt, d, 256, 256);
       c.causal = d == 64;
       fa_gpu::expect_backward_matches(c, Backend::automatic, false, 0, true, Backend::cuda_sm90);

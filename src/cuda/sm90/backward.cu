@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -16,7 +18,7 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-int bucket(int head_dim) { return head_dim <= 64 ? 64 : 128; }
+int bucket(int head_dim) { return head_dim <= 64 ? 64 : (head_dim <= 128 ? 128 : 256); }
 
 // TMA describes a global tensor by a 16-byte aligned base and strides that are
 // multiples of 16 bytes (8 elements), below 2^40 bytes.
@@ -88,18 +90,34 @@ void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
     launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
 }
 
+// FLASHATTN_SM90_BWD_D256=recompute: D = 256 with each warpgroup scoring the whole
+// tile itself (col_halves, 7/5 of the FLOPs) instead of query_halves (A/B switch).
+bool d256_recompute() {
+  static const bool on = [] {
+    const char* e = std::getenv("FLASHATTN_SM90_BWD_D256");
+    return e != nullptr && std::strcmp(e, "recompute") == 0;
+  }();
+  return on;
+}
+
 template <int D, typename T, bool kSoftcap>
 void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
-  launch_dq<D, T, kSoftcap, D == 128 ? DqMode::split_cols : DqMode::alternate>(p, sc);
+  if constexpr (D == 256) {
+    if (d256_recompute()) return launch_dq<D, T, kSoftcap, DqMode::col_halves>(p, sc);
+  }
+  launch_dq<D, T, kSoftcap, default_dq_mode(D)>(p, sc);
 }
 
 template <typename T>
 void launch_dtype(const BackwardParams& p, const bwd::Scratch& sc) {
   const bool cap = p.softcap > 0.0f;
-  if (bucket(p.head_dim) == 64)
+  const int d = bucket(p.head_dim);
+  if (d == 64)
     cap ? launch_mode<64, T, true>(p, sc) : launch_mode<64, T, false>(p, sc);
-  else
+  else if (d == 128)
     cap ? launch_mode<128, T, true>(p, sc) : launch_mode<128, T, false>(p, sc);
+  else
+    cap ? launch_mode<256, T, true>(p, sc) : launch_mode<256, T, false>(p, sc);
 }
 
 }  // namespace
@@ -107,8 +125,8 @@ void launch_dtype(const BackwardParams& p, const bwd::Scratch& sc) {
 
 const char* sm90_backward_unsupported(const ForwardParams& p) {
   if (p.dtype != DType::bf16 && p.dtype != DType::f16) return "the wgmma backward takes bf16 and fp16 only";
-  if (p.head_dim % 8 != 0 || p.head_dim > 128)
-    return "the wgmma backward takes head dims that are multiples of 8 up to 128 (larger ones: cuda_portable)";
+  if (p.head_dim % 8 != 0 || p.head_dim > 256)
+    return "the wgmma backward takes head dims that are multiples of 8 up to 256 (larger ones: cuda_portable)";
   if (p.bias != nullptr) return "no attention bias in the wgmma backward (cuda_sm80 has it)";
   if (p.alibi != nullptr) return "no ALiBi in the wgmma backward (cuda_sm80 has it)";
   const bool varlen = p.cu_seqlens_q != nullptr;
@@ -119,7 +137,7 @@ const char* sm90_backward_unsupported(const ForwardParams& p) {
     return "more rows than TMA coordinates hold";
   if ((p.seqlen_q / 64 + 1) * (p.heads_q / p.heads_kv) >= (std::int64_t(1) << 31))
     return "query tiles times GQA group size must fit in 32 bits";
-  if ((p.seqlen_k + 127) / 128 * p.heads_kv * std::int64_t(p.batch) >= (std::int64_t(1) << 31))
+  if ((p.seqlen_k + 63) / 64 * p.heads_kv * std::int64_t(p.batch) >= (std::int64_t(1) << 31))  // D = 256: 64 keys
     return "too many key blocks for one grid";
   if (!sm90::tma_operand_ok(p.q, p.q_strides, varlen, p.batch, p.heads_q, qrows) ||
       !sm90::tma_operand_ok(p.k, p.k_strides, varlen, p.batch, p.heads_kv, krows) ||

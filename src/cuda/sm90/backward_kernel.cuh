@@ -1,4 +1,4 @@
-// Hopper backward kernel (sm_90a): one CTA per (128-key block, kv head, batch), three
+// Hopper backward kernel (sm_90a): one CTA per (128-key block (64 at D = 256), kv head, batch), three
 // warpgroups. Warp 0 of warpgroup 0 is the producer: TMA brings K and V once, then
 // per query tile (64 rows, all q heads of the GQA group in turn) Q and dO into a
 // two-stage ring, and its lanes write the tile's lse (log2 units) and D = rowsum(dO*O)
@@ -14,6 +14,14 @@
 //                                         warpgroups share it: DqMode), staged in
 //                                         shared memory and added to the fp32
 //                                         accumulator by cp.reduce.async.bulk.tensor.
+// D = 256 (DqMode::col_halves, behind FLASHATTN_SM90_BWD_D256=recompute; the default
+// query_halves is bwd_consumer_qh below): 64 keys per CTA, both consumer warpgroups own the same
+// 64 keys and warpgroup w columns 128w..128w+127 of dK, dV and dQ (dK + dV of all 256
+// columns would be 256 fp32 registers a thread). Each warpgroup computes S^T and dP^T
+// over all 256 columns itself (7/5 of the useful FLOPs, as the sm80 column split) and
+// keeps its own dS^T buffer, so the warpgroups never wait for each other; dQ goes out
+// by float2 reductions from registers (no shared memory left for a staging tile:
+// K, V 32 KB each + two Q/dO stages 128 KB + dS^T 2 x 8 KB = 208 KB).
 #pragma once
 #include <cuda.h>
 
@@ -36,15 +44,29 @@ namespace flashattn::detail::cuda::sm90 {
 // Measured and dropped (docs/perf/cuda_backward.md v2, v4): at D = 64 each
 // warpgroup reducing the partial over its own 64 keys, with no barrier between the
 // warpgroups: 13-19% slower with REDs, 5-7% slower with the copy-engine reduce.
-enum class DqMode { split_cols, alternate };
+//   col_halves (D = 256): see the header; each warpgroup S^T/dP^T over the whole tile;
+//   query_halves (D = 256, default): as col_halves, but warpgroup w computes S^T,
+//     dP^T, P^T and dS^T of queries 32w..32w+31 only and both exchange P^T and dS^T
+//     through shared memory (no recomputed FLOPs; dV/dK read A from shared memory).
+enum class DqMode { split_cols, alternate, col_halves, query_halves };
 
-template <int D, DqMode Mode = (D == 128 ? DqMode::split_cols : DqMode::alternate)>
+constexpr DqMode default_dq_mode(int D) {
+  return D == 256 ? DqMode::query_halves : (D == 128 ? DqMode::split_cols : DqMode::alternate);
+}
+
+template <int D, DqMode Mode = default_dq_mode(D)>
 struct BwdConfig {
-  static_assert(D == 64 || D == 128, "backward head-dim buckets");
+  static_assert(D == 64 || D == 128 || D == 256, "backward head-dim buckets");
   static_assert((D == 128) == (Mode == DqMode::split_cols), "split_cols needs two 64-column halves");
+  static_assert((D == 256) == (Mode == DqMode::col_halves || Mode == DqMode::query_halves), "the D = 256 layouts");
   static constexpr DqMode kDqMode = Mode;
   static constexpr int kHeadDim = D;
-  static constexpr int kBlockN = 128;  // keys per CTA: wgmma M = 64 per consumer warpgroup
+  static constexpr bool kColHalves = Mode == DqMode::col_halves || Mode == DqMode::query_halves;
+  static constexpr bool kQueryHalves = Mode == DqMode::query_halves;
+  // Columns of dK/dV a warpgroup accumulates (wgmma N of dV/dK) and its first one.
+  static constexpr int kAccCols = kColHalves ? D / 2 : D;
+  // keys per CTA: wgmma M = 64 per consumer warpgroup (D = 256: the same 64 for both)
+  static constexpr int kBlockN = kColHalves ? 64 : 128;
   static constexpr int kBlockM = 64;   // queries per tile: wgmma N of S^T/dP^T, K of dV/dK
   static constexpr int kStages = 2;    // Q/dO/lse/D ring: the next tile lands during this one
   static constexpr int kChunks = D / 64;  // 128-byte swizzle: one TMA box per 64 columns
@@ -55,13 +77,14 @@ struct BwdConfig {
   static constexpr int kProducerRegs = 24;
   static constexpr int kConsumerRegs = 240;
   // dS from the 16-bit P fragments instead of an fp32 copy (registers, see the consumer).
-  static constexpr bool kPFromFragments = D == 128;
+  static constexpr bool kPFromFragments = D >= 128;
 
   static constexpr int kKVBytes = kBlockN * D * 2;  // K or V
   static constexpr int kKVChunkBytes = kBlockN * 128;
   static constexpr int kQBytes = kBlockM * D * 2;   // one Q or dO stage
   static constexpr int kQChunkBytes = kBlockM * 128;
   static constexpr int kDSBytes = kBlockN * kBlockM * 2;  // dS^T, [key][query], one 64-column chunk
+  // (D = 256: one buffer per warpgroup, each its own copy; else two, alternating tiles)
   // Layout (offsets from the 1024-aligned base; every operand tile starts on a
   // 1024-byte swizzle atom).
   static constexpr int kOffK = 0;
@@ -69,8 +92,9 @@ struct BwdConfig {
   static constexpr int kOffQ = kOffV + kKVBytes;
   static constexpr int kOffDO = kOffQ + kStages * kQBytes;
   static constexpr int kOffDS = kOffDO + kStages * kQBytes;  // two buffers
-  static constexpr int kDQBytes = kBlockM * 64 * 4;  // one warpgroup's fp32 dQ tile for the TMA reduce
-  static constexpr int kOffDQ = kOffDS + 2 * kDSBytes;  // one per consumer warpgroup
+  static constexpr int kDQBytes = kColHalves ? 0 : kBlockM * 64 * 4;  // a warpgroup's fp32 dQ tile for the TMA reduce
+  static constexpr int kOffP = kOffDS + 2 * kDSBytes;  // query_halves: P^T, two buffers
+  static constexpr int kOffDQ = kOffP + (kQueryHalves ? 2 * kDSBytes : 0);  // one per consumer warpgroup
   static constexpr int kOffLse = kOffDQ + 2 * kDQBytes;
   static constexpr int kOffDsum = kOffLse + kStages * kBlockM * 4;
   static constexpr int kOffBar = kOffDsum + kStages * kBlockM * 4;
@@ -102,17 +126,17 @@ struct BwdBlock {
   int qfirst = 0, ntiles = 0, group = 1, total = 0;
   bool valid = false;  // false: the key block lies past this (varlen) sequence's keys
 
-  __device__ __forceinline__ BwdBlock(const BackwardParams& p, int nkb) {
+  __device__ __forceinline__ BwdBlock(const BackwardParams& p, int nkb, int block_n) {
     std::int64_t idx = blockIdx.x;
     const int kb = int(idx % nkb);
     idx /= nkb;
     hk = int(idx % p.heads_kv);
     b = int(idx / p.heads_kv);
     s = sequence(p, b);
-    j0 = kb * 128;
+    j0 = kb * block_n;
     valid = j0 < s.len_k;
     if (!valid) return;
-    keys = s.len_k - j0 < 128 ? int(s.len_k - j0) : 128;
+    keys = s.len_k - j0 < block_n ? int(s.len_k - j0) : block_n;
     m = make_mask(p, s);
     // Query i sees key j iff j - diag - right <= i <= j - diag + left (mask.hpp solved for i).
     std::int64_t qlo = 0, qhi = s.len_q;
@@ -227,7 +251,9 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
                                              std::uint64_t* bars, int w) {
   constexpr int D = Cfg::kHeadDim;
   using GemmS = Wgmma<64, T>;  // S^T, dP^T, dQ: N = 64
-  using GemmKV = Wgmma<D, T>;  // dK, dV: N = D
+  constexpr int NC = Cfg::kAccCols;
+  constexpr bool kHalves = Cfg::kColHalves;
+  using GemmKV = Wgmma<NC, T>;  // dK, dV: N = the warpgroup's columns
   const BackwardParams& p = a.p;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
@@ -235,16 +261,18 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   std::uint64_t* full = bars + 1;
   std::uint64_t* empty = bars + 1 + Cfg::kStages;
 
-  float dk[D / 2], dv[D / 2];
+  float dk[NC / 2], dv[NC / 2];
 #pragma unroll
-  for (int i = 0; i < D / 2; ++i) dk[i] = dv[i] = 0.0f;
+  for (int i = 0; i < NC / 2; ++i) dk[i] = dv[i] = 0.0f;
+  // First 64-column chunk of this warpgroup's dK/dV/dQ columns.
+  const int chunk0 = kHalves ? 2 * w : 0;
 
   // This thread's two keys (accumulator rows h = 0, 1) within the block, and the
   // queries that see each: [qa, qb) (mask.hpp solved for i; padded keys past the
   // sequence see none). Clamped to +-2^30 (sequences are shorter than 2^29,
   // sm90_backward_unsupported): only 32-bit values stay live through the tile loop,
   // beside 2 x D/2 accumulator registers.
-  const int kr0 = 64 * w + 16 * warp + lane / 4;
+  const int kr0 = (kHalves ? 0 : 64 * w) + 16 * warp + lane / 4;
   int qa[2], qb[2];
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
@@ -260,14 +288,14 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     qb[hh] = int(u < l ? l : u);
   }
   const int len_q = int(blk.s.len_q);
-  const unsigned char* sK = sm + Cfg::kOffK + w * 64 * 128;  // rows 64w.. of each chunk
-  const unsigned char* sV = sm + Cfg::kOffV + w * 64 * 128;
+  const unsigned char* sK = sm + Cfg::kOffK + (kHalves ? 0 : w * 64 * 128);  // rows 64w.. of each chunk
+  const unsigned char* sV = sm + Cfg::kOffV + (kHalves ? 0 : w * 64 * 128);
 
   if (blk.total > 0) {
     mbar_wait(kv_full, 0);
-    if (varlen && blk.keys < 128) {
-      zero_rows<Cfg::kChunks>(sm + Cfg::kOffK, Cfg::kKVChunkBytes, blk.keys, 128);
-      zero_rows<Cfg::kChunks>(sm + Cfg::kOffV, Cfg::kKVChunkBytes, blk.keys, 128);
+    if (varlen && blk.keys < Cfg::kBlockN) {
+      zero_rows<Cfg::kChunks>(sm + Cfg::kOffK, Cfg::kKVChunkBytes, blk.keys, Cfg::kBlockN);
+      zero_rows<Cfg::kChunks>(sm + Cfg::kOffV, Cfg::kKVChunkBytes, blk.keys, Cfg::kBlockN);
       consumers_publish_smem();
     }
   }
@@ -282,7 +310,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     blk.tile(it, h, i0);
     unsigned char* sQ = sm + Cfg::kOffQ + st * Cfg::kQBytes;
     unsigned char* sDO = sm + Cfg::kOffDO + st * Cfg::kQBytes;
-    unsigned char* sDS = sm + Cfg::kOffDS + (it & 1) * Cfg::kDSBytes;
+    unsigned char* sDS = sm + Cfg::kOffDS + (kHalves ? w : (it & 1)) * Cfg::kDSBytes;
     const float* sl = reinterpret_cast<const float*>(sm + Cfg::kOffLse) + st * 64;
     const float* sd = reinterpret_cast<const float*>(sm + Cfg::kOffDsum) + st * 64;
     mbar_wait(&full[st], (it / Cfg::kStages) & 1);
@@ -377,14 +405,15 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 
     // ---- dV += P^T dO; its GEMM runs under the dS phase.
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) fence_operand(dv[i]);
+    for (int i = 0; i < NC / 2; ++i) fence_operand(dv[i]);
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
 #pragma unroll
       for (int r = 0; r < 4; ++r) fence_operand(pa[ks][r]);
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) GemmKV::rs(dv, pa[ks], smem_desc(sDO + ks * 2048, Cfg::kQChunkBytes, 1024));
+    for (int ks = 0; ks < 4; ++ks)
+      GemmKV::rs(dv, pa[ks], smem_desc(sDO + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024));
     wgmma_commit();
     wgmma_wait<1>();  // dP^T is in; dV may still run
 #pragma unroll
@@ -423,89 +452,144 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 
     // ---- dK += dS^T Q
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) fence_operand(dk[i]);
+    for (int i = 0; i < NC / 2; ++i) fence_operand(dk[i]);
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
 #pragma unroll
       for (int r = 0; r < 4; ++r) fence_operand(da[ks][r]);
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < 4; ++ks) GemmKV::rs(dk, da[ks], smem_desc(sQ + ks * 2048, Cfg::kQChunkBytes, 1024));
+    for (int ks = 0; ks < 4; ++ks)
+      GemmKV::rs(dk, da[ks], smem_desc(sQ + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024));
     wgmma_commit();
 
-    // ---- dQ = dS K over all 128 keys (see DqMode): both halves of dS^T must be
-    // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
-    // accumulators.
-    wgmma_wait<1>();
-    // The warpgroup's dQ staging buffer is refilled after the barrier below: its
-    // previous bulk reduce must have read it (long done by now: a tile ago).
-    if constexpr (kDq)
-      if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
-    consumers_publish_smem();  // both halves of dS^T
-    // A compile-time condition where possible: a wgmma issued under a run-time
-    // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
-    const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
-    float dq[32];
-    if (do_dq) {
+    if constexpr (kHalves) {
+      // ---- dQ (64 queries x this warpgroup's 128 columns) = dS K over the block's
+      // 64 keys, in two N = 64 chunks one after the other (32 accumulator registers;
+      // reading one chunk's registers while the next one's wgmma runs would
+      // serialize every wgmma of the kernel, see v2 in the notes).
+      wgmma_wait<1>();  // dV is done (pa free); dK may still run
+      // This warpgroup's own dS^T: a 128-thread barrier publishes it.
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+      named_barrier_sync(2 + w, 128);
 #pragma unroll
-      for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-      wgmma_fence();
-      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
+      for (int cc = 0; cc < 2; ++cc) {
+        float dq[32];
+        if constexpr (kDq) {
 #pragma unroll
-      for (int ks = 0; ks < 8; ++ks)
-        GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
-                     smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
-      wgmma_commit();
-    }
-    wgmma_wait<0>();
+          for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+          wgmma_fence();
+          const unsigned char* sKc = sm + Cfg::kOffK + (chunk0 + cc) * Cfg::kKVChunkBytes;
 #pragma unroll
-    for (int i = 0; i < D / 2; ++i) {
-      fence_operand(dk[i]);
-      fence_operand(dv[i]);
-    }
-    // Q, dO, lse and D of this stage are no longer read (dK/dV/dQ are complete).
-    mbar_arrive(&empty[st]);
-    // ---- dQ into its fp32 accumulator by the copy engine: the tile to shared
-    // memory, one thread issues the bulk reductions. (v2 used 16 red.global.add.v2.f32
-    // per thread: 12-15% slower at D = 128.)
-    if (do_dq) {
+          for (int ks = 0; ks < Cfg::kBlockN / 16; ++ks)
+            GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                         smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
+          wgmma_commit();
+        }
+        wgmma_wait<0>();
+        if (cc == 0) {
 #pragma unroll
-      for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-      // Two boxes of [64 rows][32 fp32 columns] with the 128-byte swizzle: row r at
-      // r*128, its 16-byte unit u at (u ^ r%8)*16; a float2 per (row, 8-column block)
-      // (two wavefronts per warp store, the minimum for 256 bytes).
+          for (int i = 0; i < NC / 2; ++i) {
+            fence_operand(dk[i]);
+            fence_operand(dv[i]);
+          }
+          mbar_arrive(&empty[st]);  // dK/dV have read this stage's Q and dO
+        }
+        if constexpr (kDq) {
 #pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int r = 16 * warp + lane / 4 + 8 * hh;
+          for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+          // Pairs of columns straight from the accumulator (no shared memory left
+          // for a staging tile); rows past the sequence and columns past the head
+          // dim are skipped.
+          const int col0 = 64 * (chunk0 + cc) + c0;
 #pragma unroll
-        for (int jb = 0; jb < 8; ++jb) {
-          const int u = 2 * (jb % 4) + (lane % 4) / 2;
-          *reinterpret_cast<float2*>(sDQ + (jb / 4) * (Cfg::kDQBytes / 2) + r * 128 + ((u ^ (r & 7)) << 4) + 8 * (lane & 1)) =
-              make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]);
+          for (int hh = 0; hh < 2; ++hh) {
+            const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
+            if (i >= len_q) continue;
+            float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + col0;
+#pragma unroll
+            for (int jb = 0; jb < 8; ++jb)
+              if (col0 + 8 * jb < p.head_dim)
+                atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb),
+                          make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
+          }
         }
       }
-      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // generic stores -> the copy engine
-      named_barrier_sync(2 + w, 128);
-      if (t == 0) {
-        // Rows past the sequence carry exact zeros (P = 0 there: lse = +inf and zeroed
-        // or zero-filled Q/dO rows), so adding them into the next sequence's rows is
-        // harmless; rows past the tensor are clipped by the copy engine, as are
-        // columns past a padded head dim.
-        const int row = int(row_base + i0);
+    } else {
+      // ---- dQ = dS K over all 128 keys (see DqMode): both halves of dS^T must be
+      // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
+      // accumulators.
+      wgmma_wait<1>();
+      // The warpgroup's dQ staging buffer is refilled after the barrier below: its
+      // previous bulk reduce must have read it (long done by now: a tile ago).
+      if constexpr (kDq)
+        if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
+      consumers_publish_smem();  // both halves of dS^T
+      // A compile-time condition where possible: a wgmma issued under a run-time
+      // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
+      const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
+      float dq[32];
+      if (do_dq) {
 #pragma unroll
-        for (int box = 0; box < 2; ++box) {
-          const std::int32_t coords[3] = {(kSplit ? 64 * w : 0) + 32 * box, h, row};
-          ::cuda::ptx::cp_reduce_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared,
-                                                   ::cuda::ptx::op_add, &a.tdq, coords,
-                                                   sDQ + box * (Cfg::kDQBytes / 2));
+        for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+        wgmma_fence();
+        const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks)
+          GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                       smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
+        wgmma_commit();
+      }
+      wgmma_wait<0>();
+#pragma unroll
+      for (int i = 0; i < NC / 2; ++i) {
+        fence_operand(dk[i]);
+        fence_operand(dv[i]);
+      }
+      // Q, dO, lse and D of this stage are no longer read (dK/dV/dQ are complete).
+      mbar_arrive(&empty[st]);
+      // ---- dQ into its fp32 accumulator by the copy engine: the tile to shared
+      // memory, one thread issues the bulk reductions. (v2 used 16 red.global.add.v2.f32
+      // per thread: 12-15% slower at D = 128.)
+      if (do_dq) {
+#pragma unroll
+        for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+        // Two boxes of [64 rows][32 fp32 columns] with the 128-byte swizzle: row r at
+        // r*128, its 16-byte unit u at (u ^ r%8)*16; a float2 per (row, 8-column block)
+        // (two wavefronts per warp store, the minimum for 256 bytes).
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          const int r = 16 * warp + lane / 4 + 8 * hh;
+#pragma unroll
+          for (int jb = 0; jb < 8; ++jb) {
+            const int u = 2 * (jb % 4) + (lane % 4) / 2;
+            *reinterpret_cast<float2*>(sDQ + (jb / 4) * (Cfg::kDQBytes / 2) + r * 128 + ((u ^ (r & 7)) << 4) + 8 * (lane & 1)) =
+                make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]);
+          }
         }
-        ::cuda::ptx::cp_async_bulk_commit_group();
+        ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // generic stores -> the copy engine
+        named_barrier_sync(2 + w, 128);
+        if (t == 0) {
+          // Rows past the sequence carry exact zeros (P = 0 there: lse = +inf and zeroed
+          // or zero-filled Q/dO rows), so adding them into the next sequence's rows is
+          // harmless; rows past the tensor are clipped by the copy engine, as are
+          // columns past a padded head dim.
+          const int row = int(row_base + i0);
+#pragma unroll
+          for (int box = 0; box < 2; ++box) {
+            const std::int32_t coords[3] = {(kSplit ? 64 * w : 0) + 32 * box, h, row};
+            ::cuda::ptx::cp_reduce_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared,
+                                                     ::cuda::ptx::op_add, &a.tdq, coords,
+                                                     sDQ + box * (Cfg::kDQBytes / 2));
+          }
+          ::cuda::ptx::cp_async_bulk_commit_group();
+        }
       }
     }
   }
   // Bulk reduces still reading this warpgroup's staging buffer (and writing dQ)
   // must finish before the CTA's shared memory goes away.
-  if constexpr (kDq)
+  if constexpr (kDq && !kHalves)
     if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
 
   // ---- dK, dV of this warpgroup's keys: pairs of columns per lane.
@@ -518,8 +602,281 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     T* dkr = dkg + operand_offset(p.dk_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
     T* dvr = dvg + operand_offset(p.dv_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
 #pragma unroll
-    for (int jb = 0; jb < D / 8; ++jb) {
-      const int c = 8 * jb + 2 * (lane % 4);
+    for (int jb = 0; jb < NC / 8; ++jb) {
+      const int c = 64 * chunk0 + 8 * jb + 2 * (lane % 4);
+      if (c < p.head_dim) {
+        *reinterpret_cast<std::uint32_t*>(dkr + c) = pack2<T>(dk[4 * jb + 2 * hh], dk[4 * jb + 2 * hh + 1]);
+        *reinterpret_cast<std::uint32_t*>(dvr + c) = pack2<T>(dv[4 * jb + 2 * hh], dv[4 * jb + 2 * hh + 1]);
+      }
+    }
+  }
+}
+
+// D = 256, DqMode::query_halves: one CTA per 64-key block; both consumer warpgroups
+// see all 64 keys. Per 64-query tile, warpgroup w:
+//   S^T, dP^T of queries 32w..32w+31 over all 256 columns  (ss, m64n32k16 x 16)
+//   P^T, dS^T of those 32 queries (registers), both to shared memory at query columns
+//     32w.. ([key][query], 128-byte swizzle; two buffers each, alternating tiles)
+//   barrier between the warpgroups (the other half of P^T and dS^T)
+//   dV[:, 128w..] += P^T dO[:, 128w..], dK[:, 128w..] += dS^T Q[:, 128w..]
+//                                     (ss m64n128k16, A K-major, B MN-major)
+//   dQ[:, 128w..] = dS K[:, 128w..]   (ss_mn m64n64k16, two 64-column chunks),
+//                                     added to the fp32 accumulator by float2 REDs.
+// Registers: dK + dV 128, S^T + dP^T 32, dQ 2 x 32 (live only after S^T, dP^T die).
+template <class Cfg, typename T, bool kSoftcap, bool kDq>
+__device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock& blk, unsigned char* sm,
+                                                std::uint64_t* bars, int w) {
+  using GemmS = Wgmma<32, T>;   // S^T, dP^T: N = 32 queries
+  using GemmQ = Wgmma<64, T>;   // dQ chunks: N = 64 columns
+  using GemmKV = WgmmaBt<T>;    // dK, dV: N = 128 columns
+  const BackwardParams& p = a.p;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  const int t = threadIdx.x % 128, warp = t / 32, lane = t % 32;
+  std::uint64_t* kv_full = bars;
+  std::uint64_t* full = bars + 1;
+  std::uint64_t* empty = bars + 1 + Cfg::kStages;
+
+  float dk[64], dv[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) dk[i] = dv[i] = 0.0f;
+  const int chunk0 = 2 * w;  // first 64-column chunk of this warpgroup's dK/dV/dQ
+  const int q0 = 32 * w;     // first query of the tile this warpgroup scores
+
+  // This thread's two keys and the queries that see each (as bwd_consumer).
+  const int kr0 = 16 * warp + lane / 4;
+  int qa[2], qb[2];
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    constexpr std::int64_t kBig = std::int64_t(1) << 30;
+    const std::int64_t j = blk.j0 + kr0 + 8 * hh;
+    std::int64_t l = -kBig, u = kBig;
+    if (blk.m.right >= 0) l = j - blk.m.diag - blk.m.right;
+    if (blk.m.left >= 0) u = j - blk.m.diag + blk.m.left + 1;
+    l = l < -kBig ? -kBig : (l > kBig ? kBig : l);
+    u = u < -kBig ? -kBig : (u > kBig ? kBig : u);
+    if (kr0 + 8 * hh >= blk.keys) u = l;
+    qa[hh] = int(l);
+    qb[hh] = int(u < l ? l : u);
+  }
+  const int len_q = int(blk.s.len_q);
+  const unsigned char* sK = sm + Cfg::kOffK;
+  const unsigned char* sV = sm + Cfg::kOffV;
+
+  if (blk.total > 0) {
+    mbar_wait(kv_full, 0);
+    if (varlen && blk.keys < Cfg::kBlockN) {
+      zero_rows<Cfg::kChunks>(sm + Cfg::kOffK, Cfg::kKVChunkBytes, blk.keys, Cfg::kBlockN);
+      zero_rows<Cfg::kChunks>(sm + Cfg::kOffV, Cfg::kKVChunkBytes, blk.keys, Cfg::kBlockN);
+      consumers_publish_smem();
+    }
+  }
+  const std::int64_t row_base = varlen ? blk.s.q_row0 : std::int64_t(blk.b) * p.seqlen_q;
+  const int c0 = 2 * (lane % 4);  // this thread's first column in each 8-column block
+  for (int it = 0; it < blk.total; ++it) {
+    const int st = it % Cfg::kStages;
+    int h, i0;
+    blk.tile(it, h, i0);
+    unsigned char* sQ = sm + Cfg::kOffQ + st * Cfg::kQBytes;
+    unsigned char* sDO = sm + Cfg::kOffDO + st * Cfg::kQBytes;
+    unsigned char* sDS = sm + Cfg::kOffDS + (it & 1) * Cfg::kDSBytes;
+    unsigned char* sP = sm + Cfg::kOffP + (it & 1) * Cfg::kDSBytes;
+    const float* sl = reinterpret_cast<const float*>(sm + Cfg::kOffLse) + st * 64 + q0;
+    const float* sd = reinterpret_cast<const float*>(sm + Cfg::kOffDsum) + st * 64 + q0;
+    mbar_wait(&full[st], (it / Cfg::kStages) & 1);
+    if (varlen && i0 + 64 > len_q) {
+      const int r0 = len_q - i0;
+      zero_rows<Cfg::kChunks>(sQ, Cfg::kQChunkBytes, r0, 64);
+      zero_rows<Cfg::kChunks>(sDO, Cfg::kQChunkBytes, r0, 64);
+      consumers_publish_smem();
+    }
+
+    // ---- S^T = K Q_w^T and dP^T = V dO_w^T (rows q0.. of Q/dO: 4 swizzle atoms in).
+    float sacc[16], dp[16];
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      fence_operand(sacc[i]);
+      fence_operand(dp[i]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 16; ++ks) {
+      const int off = (ks / 4) * Cfg::kKVChunkBytes + (ks % 4) * 32;
+      const int qoff = (ks / 4) * Cfg::kQChunkBytes + q0 * 128 + (ks % 4) * 32;
+      GemmS::ss(sacc, smem_desc(sK + off, 16, 1024), smem_desc(sQ + qoff, 16, 1024), ks > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int ks = 0; ks < 16; ++ks) {
+      const int off = (ks / 4) * Cfg::kKVChunkBytes + (ks % 4) * 32;
+      const int qoff = (ks / 4) * Cfg::kQChunkBytes + q0 * 128 + (ks % 4) * 32;
+      GemmS::ss(dp, smem_desc(sV + off, 16, 1024), smem_desc(sDO + qoff, 16, 1024), ks > 0);
+    }
+    wgmma_commit();
+
+    // Visible query columns [lo, hi) of this warpgroup's 32 for each of the thread's keys.
+    int lo[2], hi[2];
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      lo[hh] = min(max(qa[hh] - i0 - q0, 0), 32);
+      hi[hh] = min(max(qb[hh] - i0 - q0, lo[hh]), 32);
+    }
+    const bool full_tile = __all_sync(0xffffffffu, lo[0] == 0 && lo[1] == 0 && hi[0] == 32 && hi[1] == 32);
+    auto visible = [&](int i) {
+      const int hh = (i >> 1) & 1, col = 8 * (i >> 2) + c0 + (i & 1);
+      return col >= lo[hh] && col < hi[hh];
+    };
+    std::uint32_t pa[2][4], da[2][4];
+    std::uint32_t gd[kSoftcap ? 8 : 1];
+
+    // ---- P while dP^T is still on the tensor cores.
+    wgmma_wait<1>();
+#pragma unroll
+    for (int i = 0; i < 16; ++i) fence_operand(sacc[i]);
+    auto exp_phase = [&](auto masked) {
+#pragma unroll
+      for (int jb = 0; jb < 4; ++jb) {
+        const float2 l2 = *reinterpret_cast<const float2*>(sl + 8 * jb + c0);
+#pragma unroll
+        for (int r = 0; r < 4; r += 2) {
+          float x[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int i = 4 * jb + r + e;
+            const float lse2 = e ? l2.y : l2.x;
+            if constexpr (kSoftcap) {
+              const float th = tanhf(sacc[i] * a.cap_pre);
+              x[e] = fmaf(th, a.softcap_log2, -lse2);
+              sacc[i] = 1.0f - th * th;  // parked here until packed below
+            } else {
+              x[e] = fmaf(sacc[i], a.scale_log2, -lse2);
+            }
+            if constexpr (decltype(masked)::value) x[e] = visible(i) ? x[e] : -INFINITY;
+          }
+          const int i = 4 * jb + r;
+          if constexpr (kSoftcap) gd[i / 2] = pack2<__half>(sacc[i], sacc[i + 1]);
+          sacc[i] = ex2_approx(x[0]);  // ex2.approx.ftz(-inf) = +0
+          sacc[i + 1] = ex2_approx(x[1]);
+        }
+      }
+    };
+    if (full_tile)
+      exp_phase(std::false_type{});
+    else
+      exp_phase(std::true_type{});
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) p_fragment<T>(sacc, ks, pa[ks]);
+
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 16; ++i) fence_operand(dp[i]);
+    // ---- dS^T = P^T (dP^T - D) * scale (* softcap derivative), P from its fp32 values.
+#pragma unroll
+    for (int jb = 0; jb < 4; ++jb) {
+      const float2 d2 = *reinterpret_cast<const float2*>(sd + 8 * jb + c0);
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int i = 4 * jb + r;
+        float f = p.scale;
+        if constexpr (kSoftcap) f *= unpack_half<__half>(gd[i / 2], i & 1);
+        dp[i] = sacc[i] * (dp[i] - ((r & 1) ? d2.y : d2.x)) * f;
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) p_fragment<T>(dp, ks, da[ks]);
+
+    // ---- P^T and dS^T to shared memory at query columns q0.. (column block jb + 4w):
+    // register x[ks][r] holds row h = r & 1, column block 2ks + (r >> 1).
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const int row = kr0 + 8 * (r & 1), jb = 2 * ks + (r >> 1) + 4 * w;
+        const int off = row * 128 + ((jb ^ (row & 7)) << 4) + 2 * c0;
+        *reinterpret_cast<std::uint32_t*>(sP + off) = pa[ks][r];
+        *reinterpret_cast<std::uint32_t*>(sDS + off) = da[ks][r];
+      }
+    consumers_publish_smem();  // both query halves of P^T and dS^T
+
+    // ---- dV += P^T dO, dK += dS^T Q (this warpgroup's 128 columns; K = 64 queries).
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      fence_operand(dv[i]);
+      fence_operand(dk[i]);
+    }
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      GemmKV::ss(dv, smem_desc(sP + ks * 32, 16, 1024),
+                 smem_desc(sDO + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024), 1);
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks)
+      GemmKV::ss(dk, smem_desc(sDS + ks * 32, 16, 1024),
+                 smem_desc(sQ + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024), 1);
+    wgmma_commit();
+    // ---- dQ = dS K over the 64 keys, both 64-column chunks (no register of a
+    // running wgmma is read before the wait below: see v2 on C75xx serialization).
+    float dq0[32], dq1[32];
+    if constexpr (kDq) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        fence_operand(dq0[i]);
+        fence_operand(dq1[i]);
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+        GemmQ::ss_mn(dq0, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                     smem_desc(sK + chunk0 * Cfg::kKVChunkBytes + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks)
+        GemmQ::ss_mn(dq1, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                     smem_desc(sK + (chunk0 + 1) * Cfg::kKVChunkBytes + ks * 2048, Cfg::kKVChunkBytes, 1024),
+                     ks > 0);
+      wgmma_commit();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      fence_operand(dk[i]);
+      fence_operand(dv[i]);
+    }
+    mbar_arrive(&empty[st]);  // Q, dO, lse and D of this stage are no longer read
+    if constexpr (kDq) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) {
+        fence_operand(dq0[i]);
+        fence_operand(dq1[i]);
+      }
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
+        if (i >= len_q) continue;
+        float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + 64 * chunk0 + c0;
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb)
+          if (64 * chunk0 + c0 + 8 * jb < p.head_dim)
+            atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb), make_float2(dq0[4 * jb + 2 * hh], dq0[4 * jb + 2 * hh + 1]));
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb)
+          if (64 * chunk0 + 64 + c0 + 8 * jb < p.head_dim)
+            atomicAdd(reinterpret_cast<float2*>(dst + 64 + 8 * jb),
+                      make_float2(dq1[4 * jb + 2 * hh], dq1[4 * jb + 2 * hh + 1]));
+      }
+    }
+  }
+
+  // ---- dK, dV of the 64 keys, this warpgroup's columns: pairs per lane.
+  T* dkg = static_cast<T*>(p.dk);
+  T* dvg = static_cast<T*>(p.dv);
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    const int kr = kr0 + 8 * hh;
+    if (kr >= blk.keys) continue;
+    T* dkr = dkg + operand_offset(p.dk_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
+    T* dvr = dvg + operand_offset(p.dv_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
+#pragma unroll
+    for (int jb = 0; jb < 16; ++jb) {
+      const int c = 64 * chunk0 + 8 * jb + c0;
       if (c < p.head_dim) {
         *reinterpret_cast<std::uint32_t*>(dkr + c) = pack2<T>(dk[4 * jb + 2 * hh], dk[4 * jb + 2 * hh + 1]);
         *reinterpret_cast<std::uint32_t*>(dvr + c) = pack2<T>(dv[4 * jb + 2 * hh], dv[4 * jb + 2 * hh + 1]);
@@ -532,7 +889,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
 __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kernel(const __grid_constant__ BwdArgs a) {
   using Cfg = BwdConfig<D, Mode>;
-  const BwdBlock blk(a.p, a.nkb);
+  const BwdBlock blk(a.p, a.nkb, Cfg::kBlockN);
   if (!blk.valid) return;  // the whole CTA, before any barrier
   extern __shared__ unsigned char smem_raw[];
   // Aligned by an offset from smem_raw (not through an integer cast), so that the
@@ -556,7 +913,10 @@ __global__ void __launch_bounds__(BwdConfig<D, Mode>::kThreads, 1) backward_kern
     if (threadIdx.x < 32) bwd_producer<Cfg>(a, blk, sm, bars);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    bwd_consumer<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
+    if constexpr (Cfg::kQueryHalves)
+      bwd_consumer_qh<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
+    else
+      bwd_consumer<Cfg, T, kSoftcap, kDq>(a, blk, sm, bars, wg - 1);
   }
 }
 
