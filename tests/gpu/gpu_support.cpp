@@ -91,4 +91,37 @@ void expect_forward_matches(const fa_test::Case& c, flashattn::Backend backend) 
     EXPECT_TRUE(v.ok) << v;
 }
 
+fa_test::Case small_case(fa_test::DType dt, int d, std::int64_t sq, std::int64_t sk) {
+  fa_test::Case c;
+  c.dtype = dt;
+  c.head_dim = d;
+  c.seqlen_q = sq;
+  c.seqlen_k = sk;
+  c.batch = 2;
+  c.heads_q = 2;
+  c.heads_kv = 2;
+  return c;
+}
+
+void append_layout_and_varlen_cases(std::vector<fa_test::Case>& v) {
+  using fa_test::DType;
+  fa_test::Case c = small_case(DType::f16, 128, 150, 260);
+  c.layout = fa_test::Layout::bhsd;
+  v.push_back(c);
+  c = small_case(DType::bf16, 128, 0, 0);
+  c.varlen_q = {0, 17, 300, 1, 129, 0};
+  c.varlen_k = {5, 0, 280, 64, 400, 0};
+  c.varlen_pad_rows = 3;
+  v.push_back(c);
+  c.causal = true;
+  v.push_back(c);
+  c.causal = false;
+  c.window_left = 40;
+  c.window_right = 8;
+  c.head_dim = 64;
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  v.push_back(c);
+}
+
 }  // namespace fa_gpu

@@ -54,4 +54,13 @@ GpuRun run_forward(const fa_test::Problem& p, flashattn::Backend backend, cudaSt
 // the tolerance rule on out and lse; failures are reported through gtest.
 void expect_forward_matches(const fa_test::Case& c, flashattn::Backend backend);
 
+// A (batch 2, 2 heads) case of dtype dt, head dim d, Sq x Sk: the base of the
+// sm90 suites' case lists.
+fa_test::Case small_case(fa_test::DType dt, int d, std::int64_t sq, std::int64_t sk);
+
+// Cases the sm90 forward and backward suites share: the (batch, heads, seqlen,
+// dim) memory order, and varlen batches with empty sequences and NaN padding
+// rows, plain, causal and windowed (GQA).
+void append_layout_and_varlen_cases(std::vector<fa_test::Case>& v);
+
 }  // namespace fa_gpu

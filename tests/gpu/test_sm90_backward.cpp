@@ -9,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -30,16 +31,18 @@ bool sm90_takes(const Case& c) {
          c.head_dim <= 256 && c.layout != Layout::padded;
 }
 
-Case base(DType dt, int d, std::int64_t sq, std::int64_t sk) {
-  Case c;
-  c.dtype = dt;
-  c.head_dim = d;
-  c.seqlen_q = sq;
-  c.seqlen_k = sk;
-  c.batch = 2;
-  c.heads_q = 2;
-  c.heads_kv = 2;
-  return c;
+Case base(DType dt, int d, std::int64_t sq, std::int64_t sk) { return fa_gpu::small_case(dt, d, sq, sk); }
+
+// Each size non-causal and causal in both alignments (bf16, head dim d).
+void add_sizes_all_masks(std::vector<Case>& v, int d, std::initializer_list<std::pair<int, int>> sizes) {
+  for (auto [sq, sk] : sizes) {
+    Case c = base(DType::bf16, d, sq, sk);
+    v.push_back(c);
+    c.causal = true;
+    v.push_back(c);
+    c.alignment = Alignment::top_left;
+    v.push_back(c);
+  }
 }
 
 std::vector<Case> cases() {
@@ -55,14 +58,7 @@ std::vector<Case> cases() {
         v.push_back(c);
       }
   // Odd sizes and Sq != Sk both ways (bf16, d = 128), causal in both alignments.
-  for (auto [sq, sk] : {std::pair<int, int>{1, 1}, {17, 17}, {113, 113}, {113, 700}, {700, 113}, {1, 300}, {300, 1}}) {
-    Case c = base(DType::bf16, 128, sq, sk);
-    v.push_back(c);
-    c.causal = true;
-    v.push_back(c);
-    c.alignment = Alignment::top_left;
-    v.push_back(c);
-  }
+  add_sizes_all_masks(v, 128, {{1, 1}, {17, 17}, {113, 113}, {113, 700}, {700, 113}, {1, 300}, {300, 1}});
   {
     Case c = base(DType::bf16, 128, 1000, 1000);
     c.batch = 1;
@@ -104,29 +100,7 @@ std::vector<Case> cases() {
     c.causal = true;
     v.push_back(c);
   }
-  // (batch, heads, seqlen, dim) memory order.
-  {
-    Case c = base(DType::f16, 128, 150, 260);
-    c.layout = Layout::bhsd;
-    v.push_back(c);
-  }
-  // Varlen: empty sequences, NaN padding rows past the last one, causal, windowed.
-  {
-    Case c = base(DType::bf16, 128, 0, 0);
-    c.varlen_q = {0, 17, 300, 1, 129, 0};
-    c.varlen_k = {5, 0, 280, 64, 400, 0};
-    c.varlen_pad_rows = 3;
-    v.push_back(c);
-    c.causal = true;
-    v.push_back(c);
-    c.causal = false;
-    c.window_left = 40;
-    c.window_right = 8;
-    c.head_dim = 64;
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    v.push_back(c);
-  }
+  fa_gpu::append_layout_and_varlen_cases(v);  // bhsd order; varlen with empty/padding rows
   // D = 256 bucket (64-key blocks, each consumer warpgroup half the columns, dQ by
   // reductions): both dtypes, plain and causal, odd sizes and Sq != Sk, softcap,
   // GQA/MQA, windows, varlen with NaN padding; 192 and 136 padded up to it.
@@ -136,14 +110,7 @@ std::vector<Case> cases() {
       c.causal = causal;
       v.push_back(c);
     }
-  for (auto [sq, sk] : {std::pair<int, int>{1, 1}, {17, 17}, {113, 700}, {700, 113}, {65, 129}}) {
-    Case c = base(DType::bf16, 256, sq, sk);
-    v.push_back(c);
-    c.causal = true;
-    v.push_back(c);
-    c.alignment = Alignment::top_left;
-    v.push_back(c);
-  }
+  add_sizes_all_masks(v, 256, {{1, 1}, {17, 17}, {113, 700}, {700, 113}, {65, 129}});
   {
     Case c = base(DType::bf16, 256, 200, 300);
     c.softcap = 5.0f;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "gpu_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -87,17 +88,7 @@ void expect_matches_reference(const Case& c) {
   for (const Verdict& v : check_outputs(p, ours, ref, &naive, false)) EXPECT_TRUE(v.ok) << p.describe() << "\n" << v;
 }
 
-Case base(DType dt, int d, std::int64_t sq, std::int64_t sk) {
-  Case c;
-  c.dtype = dt;
-  c.head_dim = d;
-  c.seqlen_q = sq;
-  c.seqlen_k = sk;
-  c.batch = 2;
-  c.heads_q = 2;
-  c.heads_kv = 2;
-  return c;
-}
+Case base(DType dt, int d, std::int64_t sq, std::int64_t sk) { return fa_gpu::small_case(dt, d, sq, sk); }
 
 std::vector<Case> cases() {
   std::vector<Case> v;
@@ -151,29 +142,7 @@ std::vector<Case> cases() {
     c.causal = hk == 1;
     v.push_back(c);
   }
-  // (batch, heads, seqlen, dim) memory order.
-  {
-    Case c = base(DType::f16, 128, 150, 260);
-    c.layout = Layout::bhsd;
-    v.push_back(c);
-  }
-  // Varlen with empty sequences, padding rows, causal and windowed.
-  {
-    Case c = base(DType::bf16, 128, 0, 0);
-    c.varlen_q = {0, 17, 300, 1, 129, 0};
-    c.varlen_k = {5, 0, 280, 64, 400, 0};
-    c.varlen_pad_rows = 3;
-    v.push_back(c);
-    c.causal = true;
-    v.push_back(c);
-    c.causal = false;
-    c.window_left = 40;
-    c.window_right = 8;
-    c.head_dim = 64;
-    c.heads_q = 4;
-    c.heads_kv = 2;
-    v.push_back(c);
-  }
+  fa_gpu::append_layout_and_varlen_cases(v);  // bhsd order; varlen with empty/padding rows
   // More tiles than SMs: each persistent CTA walks several tiles, so Q and K/V
   // barrier phases carry across tiles (fixed and varlen, skipped varlen tiles).
   {
