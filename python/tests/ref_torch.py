@@ -44,3 +44,20 @@ def attention(q, k, v, *, bias=None, alibi_slopes=None, scale=None, causal=False
     p = torch.softmax(s.float() if low else s, dim=-1)
     p = torch.nan_to_num(p, nan=0.0).to(dtype)  # rows with no visible key give 0
     return (p @ vh).transpose(1, 2)
+
+
+def assert_within_rule(ours, naive, exact, what, fp32_rtol):
+    """flash_attn's rule, as tests/support/check.cpp states it: for fp16/bf16 the error of
+    `ours` against the float64 `exact` is at most twice that of `naive` (the same math in
+    the same dtype) plus two units of rounding at the reference's magnitude (both round
+    their final result to the dtype, which alone costs up to half a unit each). fp32
+    gets a relative bound `fp32_rtol` instead (both errors are ~1e-7)."""
+    exact = exact.to(ours.device)
+    e_ours = (ours.double() - exact.double()).abs().max().item()
+    e_naive = (naive.double() - exact.double()).abs().max().item()
+    scale = max(1.0, exact.abs().max().item())
+    if ours.dtype == torch.float32:
+        bound = fp32_rtol * scale
+    else:
+        bound = 2 * e_naive + 2 * torch.finfo(ours.dtype).eps * exact.abs().max().item() + 1e-5
+    assert e_ours <= bound, f"{what}: error {e_ours:.3g} > bound {bound:.3g} (naive same-dtype {e_naive:.3g})"

@@ -27,12 +27,7 @@ def qkv(rng, b=2, sq=9, sk=13, h=4, hk=2, d=16, dtype=torch.float32, requires_gr
 
 
 def within_rule(ours, naive, exact, what):
-    """flash_attn's rule: error of ours <= 2x the error of naive math in the same dtype
-    (both against float64); fp32 gets a fixed bound instead (both errors are ~1e-7)."""
-    e_ours = (ours.double() - exact).abs().max().item()
-    e_naive = (naive.double() - exact).abs().max().item()
-    bound = 2e-5 * max(1.0, exact.abs().max().item()) if ours.dtype == torch.float32 else 2 * e_naive + 1e-4
-    assert e_ours <= bound, f"{what}: error {e_ours:.3g} > bound {bound:.3g} (naive {e_naive:.3g})"
+    ref_torch.assert_within_rule(ours, naive, exact, what, fp32_rtol=2e-5)
 
 
 CASES = {
