@@ -113,6 +113,7 @@ struct BwdArgs {
   float cap_pre;      // scale / softcap
   float softcap_log2;  // softcap * log2(e)
   int nkb;            // key blocks per (batch, kv head)
+  int d256_dq_tma;    // D = 256 query_halves: dQ by the copy engine (FLASHATTN_SM90_BWD_D256_DQ=tma)
 };
 
 constexpr float kBwdLog2e = 1.4426950408889634f;
@@ -641,6 +642,12 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
   for (int i = 0; i < 64; ++i) dk[i] = dv[i] = 0.0f;
   const int chunk0 = 2 * w;  // first 64-column chunk of this warpgroup's dK/dV/dQ
   const int q0 = 32 * w;     // first query of the tile this warpgroup scores
+  // dQ through the copy engine (A/B against the float2 REDs): the warpgroup's 64 x 128
+  // fp32 dQ tile is staged in the Q and dO chunks of the tile's stage that only its
+  // own dK/dV read (columns 128w..), free once those GEMMs are waited for, and thread
+  // 0 hands the stage back to the producer one tile later, when the bulk reduce has
+  // read it. No wgmma runs under this run-time flag (C75xx: see v2 in the notes).
+  const bool dq_tma = kDq && a.d256_dq_tma != 0;
 
   // This thread's two keys and the queries that see each (as bwd_consumer).
   const int kr0 = 16 * warp + lane / 4;
@@ -712,6 +719,13 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
       GemmS::ss(dp, smem_desc(sV + off, 16, 1024), smem_desc(sDO + qoff, 16, 1024), ks > 0);
     }
     wgmma_commit();
+    // dQ by the copy engine: the previous tile's stage goes back to the producer once
+    // its bulk reduce has read the staging (here, so that the read overlaps this
+    // tile's score GEMMs; the producer fills that stage for the next tile).
+    if (dq_tma && t == 0 && it > 0) {
+      ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
+      mbar_arrive(&empty[(it + Cfg::kStages - 1) % Cfg::kStages]);
+    }
 
     // Visible query columns [lo, hi) of this warpgroup's 32 for each of the thread's keys.
     int lo[2], hi[2];
@@ -840,13 +854,52 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
       fence_operand(dk[i]);
       fence_operand(dv[i]);
     }
-    mbar_arrive(&empty[st]);  // Q, dO, lse and D of this stage are no longer read
+    // Q, dO, lse and D of this stage are no longer read (dq_tma: thread 0 arrives a
+    // tile later, after the staging in this stage has been read by the copy engine).
+    if (!(dq_tma && t == 0)) mbar_arrive(&empty[st]);
     if constexpr (kDq) {
 #pragma unroll
       for (int i = 0; i < 32; ++i) {
         fence_operand(dq0[i]);
         fence_operand(dq1[i]);
       }
+    }
+    if (dq_tma) {
+      // Four boxes of [64 rows][32 fp32 columns], 128-byte swizzle (as v3's staging at
+      // D <= 128), box b = columns 128w + 32b: Q chunks 2w, 2w+1, then dO chunks 2w, 2w+1
+      // (8 KB each, 1024-aligned; the other warpgroup reads only its own chunks).
+      auto box_at = [&](int b) {
+        return (b < 2 ? sQ : sDO) + (chunk0 + (b & 1)) * Cfg::kQChunkBytes;
+      };
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int r = 16 * warp + lane / 4 + 8 * hh;
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb) {
+          const int u = 2 * (jb % 4) + (lane % 4) / 2;
+          const int off = r * 128 + ((u ^ (r & 7)) << 4) + 8 * (lane & 1);
+          *reinterpret_cast<float2*>(box_at(jb / 4) + off) = make_float2(dq0[4 * jb + 2 * hh], dq0[4 * jb + 2 * hh + 1]);
+          *reinterpret_cast<float2*>(box_at(2 + jb / 4) + off) =
+              make_float2(dq1[4 * jb + 2 * hh], dq1[4 * jb + 2 * hh + 1]);
+        }
+      }
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // generic stores -> the copy engine
+      named_barrier_sync(2 + w, 128);
+      if (t == 0) {
+        // Rows past the sequence add exact zeros (P = 0, zeroed Q/dO rows: as at D <= 128);
+        // rows past the tensor and columns past the head dim are clipped by the copy
+        // engine; boxes wholly past a padded head dim (D = 192) are skipped.
+        const int row = int(row_base + i0);
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const std::int32_t coords[3] = {128 * w + 32 * b, h, row};
+          if (coords[0] < p.head_dim)
+            ::cuda::ptx::cp_reduce_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared,
+                                                     ::cuda::ptx::op_add, &a.tdq, coords, box_at(b));
+        }
+        ::cuda::ptx::cp_async_bulk_commit_group();
+      }
+    } else if constexpr (kDq) {
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
@@ -864,6 +917,10 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
       }
     }
   }
+
+  // Bulk reduces still reading the staging (and writing dQ) finish before the CTA's
+  // shared memory goes away.
+  if (dq_tma && t == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
 
   // ---- dK, dV of the 64 keys, this warpgroup's columns: pairs per lane.
   T* dkg = static_cast<T*>(p.dk);
