@@ -622,7 +622,9 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 //   dV[:, 128w..] += P^T dO[:, 128w..], dK[:, 128w..] += dS^T Q[:, 128w..]
 //                                     (ss m64n128k16, A K-major, B MN-major)
 //   dQ[:, 128w..] = dS K[:, 128w..]   (ss_mn m64n64k16, two 64-column chunks),
-//                                     added to the fp32 accumulator by float2 REDs.
+//                                     added to the fp32 accumulator by float2 REDs
+//                                     (FLASHATTN_SM90_BWD_D256_DQ=tma: staged in the
+//                                     spent Q/dO stage, by the copy engine).
 // Registers: dK + dV 128, S^T + dP^T 32, dQ 2 x 32 (live only after S^T, dP^T die).
 template <class Cfg, typename T, bool kSoftcap, bool kDq>
 __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock& blk, unsigned char* sm,
