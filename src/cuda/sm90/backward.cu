@@ -58,10 +58,9 @@ bool vec_scratch() {
   return on;
 }
 
-// 16-byte accesses along a row: base and row/head (batch unless varlen) strides.
-bool vec_ok(const void* ptr, const OperandStrides& s, bool varlen) {
-  return aligned16(ptr) && s.row % 8 == 0 && s.head % 8 == 0 && (varlen || s.batch % 8 == 0);
-}
+// 16-byte accesses along a row: a 16-byte base and strides of whole 8-element units
+// (the batch stride too: operand_offset multiplies it in varlen mode as well).
+bool vec_ok(const void* ptr, const OperandStrides& s) { return aligned16(ptr) && strides8(s); }
 
 // D = rowsum(dO * O): one block per (batch, row); each head is a group of `gsize`
 // lanes (head_dim / 8 rounded up to a power of two), a lane 8 columns (one 16-byte
@@ -117,8 +116,7 @@ __global__ void __launch_bounds__(256) convert_dq_vec_kernel(const BackwardParam
 // and bwd::finish read it); falls back to it when O cannot be read 16 bytes at a time.
 template <typename T>
 bwd::Scratch prepare_vec(const BackwardParams& p, bool with_dq_acc) {
-  const bool varlen = p.cu_seqlens_q != nullptr;
-  if (!vec_ok(p.out, p.out_strides, varlen)) return bwd::prepare(p, with_dq_acc, false);
+  if (!vec_ok(p.out, p.out_strides)) return bwd::prepare(p, with_dq_acc, false);
   const cudaStream_t st = stream_of(p);
   auto round = [](std::size_t n) { return (n + 63) & ~std::size_t(63); };  // as bwd::prepare
   const std::size_t rows = std::size_t(p.total_q) * p.heads_q;
@@ -142,7 +140,7 @@ bwd::Scratch prepare_vec(const BackwardParams& p, bool with_dq_acc) {
 
 template <typename T>
 void finish_vec(const BackwardParams& p, const bwd::Scratch& s) {
-  if (s.dq_acc == nullptr || !vec_ok(p.dq, p.dq_strides, p.cu_seqlens_q != nullptr)) return bwd::finish(p, s);
+  if (s.dq_acc == nullptr || !vec_ok(p.dq, p.dq_strides)) return bwd::finish(p, s);
   if (p.seqlen_q > 0) {
     convert_dq_vec_kernel<T><<<unsigned(p.seqlen_q * p.batch), 256, 0, stream_of(p)>>>(p, s.dq_acc);
     FA_CUDA_CHECK_LAUNCH();
