@@ -113,10 +113,11 @@ __global__ void __launch_bounds__(256) convert_dq_vec_kernel(const BackwardParam
 }
 
 // bwd::prepare with the vectorized row sums (same layout: the deterministic dQ pass
-// and bwd::finish read it); falls back to it when O cannot be read 16 bytes at a time.
+// and bwd::finish read it); falls back to it when O or dO cannot be read 16 bytes at a
+// time (TMA's rule for dO lets a stride of an extent-1 dim be anything).
 template <typename T>
 bwd::Scratch prepare_vec(const BackwardParams& p, bool with_dq_acc) {
-  if (!vec_ok(p.out, p.out_strides)) return bwd::prepare(p, with_dq_acc, false);
+  if (!vec_ok(p.out, p.out_strides) || !vec_ok(p.dout, p.dout_strides)) return bwd::prepare(p, with_dq_acc, false);
   const cudaStream_t st = stream_of(p);
   auto round = [](std::size_t n) { return (n + 63) & ~std::size_t(63); };  // as bwd::prepare
   const std::size_t rows = std::size_t(p.total_q) * p.heads_q;
