@@ -32,3 +32,15 @@ bench tma 256 FLASHATTN_SM90_BWD_D256_DQ=tma
 bench vec+tma 256 FLASHATTN_SM90_BWD_SCRATCH=vec FLASHATTN_SM90_BWD_D256_DQ=tma
 echo "== peers"
 FA_BENCH_DIMS=64,128,256 FA_BENCH_SEQS=512,1024,4096 timeout 200 python3 docs/perf/cuda_backward_peers.py 2>&1 | grep "^BENCH"
+# Optional (if nsys is on the machine): where a D = 64, S = 512 call's time goes
+# (scratch kernels, memset, main kernel), default vs vec.
+if command -v nsys >/dev/null 2>&1; then
+  for sw in default vec; do
+    echo "== nsys D=64 S=512 ($sw)"
+    env $([ $sw = vec ] && echo FLASHATTN_SM90_BWD_SCRATCH=vec) FA_BENCH_DIMS=64 FA_BENCH_SEQS=512 FA_BENCH_NO_PORTABLE=1 \
+      FA_BENCH_VARIANTS=sm90 timeout 90 nsys profile -t cuda -o /tmp/v4-$sw --force-overwrite true \
+      $B --gtest_also_run_disabled_tests --gtest_filter='*Bench*' >/dev/null 2>&1
+    timeout 60 nsys stats -r cuda_gpu_kern_sum,cuda_gpu_mem_time_sum --format csv /tmp/v4-$sw.nsys-rep 2>/dev/null |
+      grep -iE "dsum|convert_dq|memset|backward_kernel|flash" | cut -c1-160 | head -12
+  done
+fi
