@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# (Record of the A/B call of 2026-11-22 session 3: both switches won and were removed
+# afterwards, their paths made the defaults; docs/perf/cuda_backward_v4_check.sh checks those.)
 # One device call for the sm90 backward "v4 candidate" A/B (docs/perf/cuda_backward.md):
 # build (and the pip package in the background for the integrated bench), the tests
 # under each switch, racecheck on the D = 256 copy-engine dQ path, our bench under each

@@ -44,19 +44,12 @@ bool gradients_ok(const BackwardParams& p) {
          (!p.deterministic || (aligned16(p.dq) && strides8(p.dq_strides)));  // sm80's dQ pass writes pairs
 }
 
-// ---- Vectorized scratch (FLASHATTN_SM90_BWD_SCRATCH=vec, A/B; docs/perf/cuda_backward.md
-// "v4 candidate"). The shared scratch kernels (portable/backward_common.cuh) read O/dO
-// 2 bytes a lane and convert dQ 4 bytes in / 2 bytes out a thread with a division per
-// element; B·S·H·D is the same for every S of the bench grid, so their ~470 MB per
-// call weigh most at S = 512. These move 16 bytes per access: same bytes, fewer
-// instructions, more bytes in flight per SM.
-bool vec_scratch() {
-  static const bool on = [] {
-    const char* e = std::getenv("FLASHATTN_SM90_BWD_SCRATCH");
-    return e != nullptr && std::strcmp(e, "vec") == 0;
-  }();
-  return on;
-}
+// ---- Scratch kernels (v4, docs/perf/cuda_backward.md): the shared ones
+// (portable/backward_common.cuh) read O/dO 2 bytes a lane and convert dQ 4 bytes in /
+// 2 bytes out a thread with a division per element; B·S·H·D is the same for every S
+// of the bench grid, so their ~470 MB per call weighed most at S = 512. These move 16
+// bytes per access (D = 64, S = 512: 0.87 -> 0.76 ms a call on the H200); calls whose
+// tensors cannot be read 16 bytes at a time take the shared ones.
 
 // 16-byte accesses along a row: a 16-byte base and strides of whole 8-element units
 // (the batch stride too: operand_offset multiplies it in varlen mode as well).
@@ -148,16 +141,6 @@ void finish_vec(const BackwardParams& p, const bwd::Scratch& s) {
   }
 }
 
-// FLASHATTN_SM90_BWD_D256_DQ=tma: D = 256 (query_halves) adds dQ by the copy engine,
-// staged in the tile's spent Q/dO stage, instead of float2 REDs (A/B switch).
-bool d256_dq_tma() {
-  static const bool on = [] {
-    const char* e = std::getenv("FLASHATTN_SM90_BWD_D256_DQ");
-    return e != nullptr && std::strcmp(e, "tma") == 0;
-  }();
-  return on;
-}
-
 template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
 void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   using Cfg = BwdConfig<D, Mode>;
@@ -173,7 +156,6 @@ void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   a.scale_log2 = p.scale * kBwdLog2e;
   a.cap_pre = p.softcap > 0.0f ? p.scale / p.softcap : 1.0f;
   a.softcap_log2 = p.softcap * kBwdLog2e;
-  a.d256_dq_tma = kDq && Mode == DqMode::query_halves && d256_dq_tma() ? 1 : 0;
   const std::uint64_t nb = varlen ? 1 : std::uint64_t(p.batch);
   const std::uint64_t qrows = std::uint64_t(varlen ? p.total_q : p.seqlen_q);
   const std::uint64_t krows = std::uint64_t(varlen ? p.total_k : p.seqlen_k);
@@ -259,8 +241,8 @@ const char* sm90_backward_unsupported(const ForwardParams& p) {
       !sm90::tma_operand_ok(p.k, p.k_strides, varlen, p.batch, p.heads_kv, krows) ||
       !sm90::tma_operand_ok(p.v, p.v_strides, varlen, p.batch, p.heads_kv, krows))
     return "q/k/v need a 16-byte aligned base and strides that are multiples of 8 elements (TMA)";
-  // D = rowsum(dO * O) is computed by the shared scratch kernel, which reads O
-  // element by element: no rule for out here.
+  // D = rowsum(dO * O): 16-byte loads where out allows them, else the shared scratch
+  // kernel (element by element): no rule for out here.
   return nullptr;
 }
 
@@ -278,18 +260,14 @@ void sm90_backward(const BackwardParams& p) {
     return;
   }
   const bool det = p.deterministic;
-  const bool vec = sm90::vec_scratch();
   const bool bf = p.dtype == DType::bf16;
-  const bwd::Scratch sc = !vec ? bwd::prepare(p, !det, false)
-                          : (bf ? sm90::prepare_vec<__nv_bfloat16>(p, !det) : sm90::prepare_vec<__half>(p, !det));
+  const bwd::Scratch sc = bf ? sm90::prepare_vec<__nv_bfloat16>(p, !det) : sm90::prepare_vec<__half>(p, !det);
   if (bf)
     sm90::launch_dtype<__nv_bfloat16>(p, sc);
   else
     sm90::launch_dtype<__half>(p, sc);
   if (det) sm80_deterministic_dq(p, sc.dsum);
-  if (!vec)
-    bwd::finish(p, sc);
-  else if (bf)
+  if (bf)
     sm90::finish_vec<__nv_bfloat16>(p, sc);
   else
     sm90::finish_vec<__half>(p, sc);

@@ -113,7 +113,6 @@ struct BwdArgs {
   float cap_pre;      // scale / softcap
   float softcap_log2;  // softcap * log2(e)
   int nkb;            // key blocks per (batch, kv head)
-  int d256_dq_tma;    // D = 256 query_halves: dQ by the copy engine (FLASHATTN_SM90_BWD_D256_DQ=tma)
 };
 
 constexpr float kBwdLog2e = 1.4426950408889634f;
@@ -622,9 +621,8 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
 //   dV[:, 128w..] += P^T dO[:, 128w..], dK[:, 128w..] += dS^T Q[:, 128w..]
 //                                     (ss m64n128k16, A K-major, B MN-major)
 //   dQ[:, 128w..] = dS K[:, 128w..]   (ss_mn m64n64k16, two 64-column chunks),
-//                                     added to the fp32 accumulator by float2 REDs
-//                                     (FLASHATTN_SM90_BWD_D256_DQ=tma: staged in the
-//                                     spent Q/dO stage, by the copy engine).
+//                                     staged in the spent Q/dO stage and added to the
+//                                     fp32 accumulator by the copy engine.
 // Registers: dK + dV 128, S^T + dP^T 32, dQ 2 x 32 (live only after S^T, dP^T die).
 template <class Cfg, typename T, bool kSoftcap, bool kDq>
 __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock& blk, unsigned char* sm,
@@ -644,12 +642,12 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
   for (int i = 0; i < 64; ++i) dk[i] = dv[i] = 0.0f;
   const int chunk0 = 2 * w;  // first 64-column chunk of this warpgroup's dK/dV/dQ
   const int q0 = 32 * w;     // first query of the tile this warpgroup scores
-  // dQ through the copy engine (A/B against the float2 REDs): the warpgroup's 64 x 128
-  // fp32 dQ tile is staged in the Q and dO chunks of the tile's stage that only its
-  // own dK/dV read (columns 128w..), free once those GEMMs are waited for, and thread
-  // 0 hands the stage back to the producer one tile later, when the bulk reduce has
-  // read it. No wgmma runs under this run-time flag (C75xx: see v2 in the notes).
-  const bool dq_tma = kDq && a.d256_dq_tma != 0;
+  // dQ through the copy engine (v4: 13-24% faster than float2 REDs on the H200): the
+  // warpgroup's 64 x 128 fp32 dQ tile is staged in the Q and dO chunks of the tile's
+  // stage that only its own dK/dV read (columns 128w..), free once those GEMMs are
+  // waited for, and thread 0 hands the stage back to the producer one tile later,
+  // when the bulk reduce has read it.
+  constexpr bool dq_tma = kDq;
 
   // This thread's two keys and the queries that see each (as bwd_consumer).
   const int kr0 = 16 * warp + lane / 4;
@@ -866,7 +864,7 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
         fence_operand(dq1[i]);
       }
     }
-    if (dq_tma) {
+    if constexpr (dq_tma) {
       // Four boxes of [64 rows][32 fp32 columns], 128-byte swizzle (as v3's staging at
       // D <= 128), box b = columns 128w + 32b: Q chunks 2w, 2w+1, then dO chunks 2w, 2w+1
       // (8 KB each, 1024-aligned; the other warpgroup reads only its own chunks).
@@ -900,22 +898,6 @@ __device__ __forceinline__ void bwd_consumer_qh(const BwdArgs& a, const BwdBlock
                                                      ::cuda::ptx::op_add, &a.tdq, coords, box_at(b));
         }
         ::cuda::ptx::cp_async_bulk_commit_group();
-      }
-    } else if constexpr (kDq) {
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
-        if (i >= len_q) continue;
-        float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + 64 * chunk0 + c0;
-#pragma unroll
-        for (int jb = 0; jb < 8; ++jb)
-          if (64 * chunk0 + c0 + 8 * jb < p.head_dim)
-            atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb), make_float2(dq0[4 * jb + 2 * hh], dq0[4 * jb + 2 * hh + 1]));
-#pragma unroll
-        for (int jb = 0; jb < 8; ++jb)
-          if (64 * chunk0 + 64 + c0 + 8 * jb < p.head_dim)
-            atomicAdd(reinterpret_cast<float2*>(dst + 64 + 8 * jb),
-                      make_float2(dq1[4 * jb + 2 * hh], dq1[4 * jb + 2 * hh + 1]));
       }
     }
   }
