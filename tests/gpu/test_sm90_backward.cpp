@@ -155,10 +155,9 @@ std::vector<Case> cases() {
     c.window_left = 30;
     v.push_back(c);
   }
-  // v4 candidate coverage (run under FLASHATTN_SM90_BWD_D256_DQ=tma and
-  // FLASHATTN_SM90_BWD_SCRATCH=vec too): D = 256 with 17 query tiles per key block (the
-  // Q/dO ring, whose stages hold the dQ staging, turns over many times) and a tail
-  // tile; an odd head count at D = 64 (the row-sum kernel's last warp half empty).
+  // v4 coverage: D = 256 with 17 query tiles per key block (the Q/dO ring, whose
+  // stages hold the dQ staging, turns over many times) and a tail tile; an odd head
+  // count at D = 64 (the row-sum kernel's last warp half empty).
   {
     Case c = base(DType::bf16, 256, 1030, 1030);
     c.batch = 1;
