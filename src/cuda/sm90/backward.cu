@@ -1,6 +1,7 @@
 // Hopper backward (sm_90a): launch, support rules and the fallbacks. The scratch
-// (D = rowsum(dO * O), the zeroed fp32 dQ accumulator) and the dQ conversion are the
-// ones the portable and sm80 kernels use (portable/backward_scratch.cuh); in
+// (D = rowsum(dO * O), the zeroed fp32 dQ accumulator) has the layout the portable and
+// sm80 kernels use (portable/backward_scratch.cuh), filled and converted here by
+// 16-byte kernels (by the shared ones for tensors off 16-byte addressing); in
 // deterministic mode dQ comes from the sm80 tensor-core dQ pass (keys summed in a
 // fixed order) and the kernel here does dK/dV only.
 #include <cuda.h>
