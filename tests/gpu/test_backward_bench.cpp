@@ -13,6 +13,7 @@
 #include <cstring>
 #include <functional>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "flashattn/flashattn.hpp"
@@ -113,6 +114,11 @@ TEST(BackwardBench, DISABLED_Table) {
                             Variant{"sm80", Backend::cuda_sm80, false}, Variant{"sm80_det", Backend::cuda_sm80, true},
                             Variant{"portable", Backend::cuda_portable, false}}) {
           if (var.b == Backend::cuda_portable && std::getenv("FA_BENCH_NO_PORTABLE")) continue;
+          // FA_BENCH_VARIANTS=sm90,sm90_det: only these (A/B runs under env switches).
+          if (const char* only = std::getenv("FA_BENCH_VARIANTS")) {
+            const std::string list = std::string(",") + only + ",";
+            if (list.find(std::string(",") + var.name + ",") == std::string::npos) continue;
+          }
           if (var.b == Backend::cuda_portable && S > 1024) continue;  // minutes per cell otherwise
           opt.backend = var.b;
           opt.deterministic = var.det;

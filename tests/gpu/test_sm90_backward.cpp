@@ -10,6 +10,8 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -153,6 +155,19 @@ std::vector<Case> cases() {
     c.window_left = 30;
     v.push_back(c);
   }
+  // v4 coverage: D = 256 with 17 query tiles per key block (the Q/dO ring, whose
+  // stages hold the dQ staging, turns over many times) and a tail tile; an odd head
+  // count at D = 64 (the row-sum kernel's last warp half empty).
+  {
+    Case c = base(DType::bf16, 256, 1030, 1030);
+    c.batch = 1;
+    v.push_back(c);
+    c = base(DType::f16, 64, 200, 260);
+    c.heads_q = 3;
+    c.heads_kv = 1;
+    c.causal = true;
+    v.push_back(c);
+  }
   return v;
 }
 
@@ -276,6 +291,42 @@ TEST(Sm90BackwardDispatch, MisalignedGradients) {
   Case c = base(DType::bf16, 128, 45, 70);
   c.causal = true;
   for (bool det : {false, true}) fa_gpu::expect_backward_matches(c, Backend::cuda_sm90, det, 2, true);
+}
+
+
+// The scratch kernels read O and write dQ 16 bytes at a time; an `out` or `dq` off
+// 16-byte alignment (which the kernel itself allows: out is read only by them, dQ
+// goes through the fp32 accumulator) takes the shared element-wise kernels instead.
+TEST(Sm90BackwardDispatch, MisalignedOutOrDqUsesSharedScratch) {
+  SKIP_UNLESS_SM90();
+  for (int which = 0; which < 2; ++which) {
+    Case c = base(DType::bf16, 64, 70, 90);
+    c.causal = which == 1;
+    const Problem p = make_problem(c);
+    SCOPED_TRACE(p.describe() + (which == 0 ? " out +2 bytes" : " dq +2 bytes"));
+    Outputs o = alloc_outputs(p, true);
+    const Outputs fwd = run(p, Backend::cpu_reference, false);
+    o.out = fwd.out;
+    o.lse = fwd.lse;
+    fa_gpu::DeviceArena arena;
+    auto up = [&](const HostTensor& t) { return arena.upload(t); };
+    flashattn::Options opt = p.options(Backend::cuda_sm90, up);
+    const flashattn::TensorView out = arena.upload(o.out, which == 0 ? 2 : 0), dq = arena.upload(o.dq, which == 1 ? 2 : 0),
+                                dk = up(o.dk), dv = up(o.dv);
+    const flashattn::Result r =
+        flashattn::backward(up(p.q), up(p.k), up(p.v), out, up(p.dout), up(o.lse), dq, dk, dv, opt, std::nullopt);
+    EXPECT_EQ(r.backend, Backend::cuda_sm90);
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    fa_gpu::download(o.dq, dq);
+    fa_gpu::download(o.dk, dk);
+    fa_gpu::download(o.dv, dv);
+    const Outputs ref = run_reference(p, true), naive = run_naive_low_precision(p, true);
+    for (auto [what, f] : {std::pair{"dq", &Outputs::dq}, std::pair{"dk", &Outputs::dk}, std::pair{"dv", &Outputs::dv}}) {
+      const std::vector<char> mask = p.valid_mask(what);
+      const Verdict v = check(what, o.*f, ref.*f, &(naive.*f), c.dtype, &mask);
+      EXPECT_TRUE(v.ok) << what << ": " << v;
+    }
+  }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // Hopper backward (sm_90a): launch, support rules and the fallbacks. The scratch
-// (D = rowsum(dO * O), the zeroed fp32 dQ accumulator) and the dQ conversion are the
-// ones the portable and sm80 kernels use (portable/backward_scratch.cuh); in
+// (D = rowsum(dO * O), the zeroed fp32 dQ accumulator) has the layout the portable and
+// sm80 kernels use (portable/backward_scratch.cuh), filled and converted here by
+// 16-byte kernels (by the shared ones for tensors off 16-byte addressing); in
 // deterministic mode dQ comes from the sm80 tensor-core dQ pass (keys summed in a
 // fixed order) and the kernel here does dK/dV only.
 #include <cuda.h>
@@ -13,6 +14,7 @@
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
 #include "cuda/sm90/backward_kernel.cuh"
+#include "cuda/workspace.hpp"
 
 namespace flashattn::detail::cuda {
 namespace sm90 {
@@ -41,6 +43,103 @@ bool gradients_ok(const BackwardParams& p) {
   return tma_operand_ok(p.dout, p.dout_strides, varlen, p.batch, p.heads_q, qrows) && aligned16(p.dk) &&
          aligned16(p.dv) && strides8(p.dk_strides) && strides8(p.dv_strides) &&
          (!p.deterministic || (aligned16(p.dq) && strides8(p.dq_strides)));  // sm80's dQ pass writes pairs
+}
+
+// ---- Scratch kernels (v4, docs/perf/cuda_backward.md): the shared ones
+// (portable/backward_common.cuh) read O/dO 2 bytes a lane and convert dQ 4 bytes in /
+// 2 bytes out a thread with a division per element; B·S·H·D is the same for every S
+// of the bench grid, so their ~470 MB per call weighed most at S = 512. These move 16
+// bytes per access (D = 64, S = 512: 0.87 -> 0.76 ms a call on the H200); calls whose
+// tensors cannot be read 16 bytes at a time take the shared ones.
+
+// 16-byte accesses along a row: a 16-byte base and strides of whole 8-element units
+// (the batch stride too: operand_offset multiplies it in varlen mode as well).
+bool vec_ok(const void* ptr, const OperandStrides& s) { return aligned16(ptr) && strides8(s); }
+
+// D = rowsum(dO * O): one block per (batch, row); each head is a group of `gsize`
+// lanes (head_dim / 8 rounded up to a power of two), a lane 8 columns (one 16-byte
+// load of O and of dO), summed by shuffles inside the group.
+template <typename T>
+__global__ void __launch_bounds__(256) dsum_vec_kernel(const BackwardParams p, float* __restrict__ dsum, int gsize) {
+  const int b = int(blockIdx.x / p.seqlen_q);
+  const std::int64_t i = blockIdx.x % p.seqlen_q;
+  const SequenceView s = sequence(p, b);
+  if (i >= s.len_q) return;  // the whole block
+  const int lane = threadIdx.x % 32, chunks = p.head_dim / 8, units = p.heads_q * gsize;
+  const T* o = static_cast<const T*>(p.out) + operand_offset(p.out_strides, b, s.q_row0, i, 0);
+  const T* d = static_cast<const T*>(p.dout) + operand_offset(p.dout_strides, b, s.q_row0, i, 0);
+  float* dst = dsum + bwd::scratch_row(p, b, s, i) * p.heads_q;
+  // Warp-uniform trip count: every lane takes part in the shuffles.
+  for (int u0 = int(threadIdx.x) - lane; u0 < units; u0 += blockDim.x) {
+    const int u = u0 + lane, h = u / gsize, c = u % gsize;
+    float acc = 0.0f;
+    if (u < units && c < chunks) {
+      const uint4 ov = *reinterpret_cast<const uint4*>(o + h * p.out_strides.head + 8 * c);
+      const uint4 dv = *reinterpret_cast<const uint4*>(d + h * p.dout_strides.head + 8 * c);
+      const std::uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, dw[4] = {dv.x, dv.y, dv.z, dv.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        acc += unpack_half<T>(ow[k], 0) * unpack_half<T>(dw[k], 0) + unpack_half<T>(ow[k], 1) * unpack_half<T>(dw[k], 1);
+    }
+    for (int off = gsize / 2; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (u < units && c == 0) dst[h] = acc;
+  }
+}
+
+// dQ from its fp32 accumulator: one block per (batch, row); a thread 8 columns (two
+// 16-byte loads, one 16-byte store).
+template <typename T>
+__global__ void __launch_bounds__(256) convert_dq_vec_kernel(const BackwardParams p, const float* __restrict__ acc) {
+  const int b = int(blockIdx.x / p.seqlen_q);
+  const std::int64_t i = blockIdx.x % p.seqlen_q;
+  const SequenceView s = sequence(p, b);
+  if (i >= s.len_q) return;
+  const int chunks = p.head_dim / 8, units = p.heads_q * chunks;
+  const float* src = acc + bwd::scratch_row(p, b, s, i) * p.heads_q * p.head_dim;
+  T* dst = static_cast<T*>(p.dq) + operand_offset(p.dq_strides, b, s.q_row0, i, 0);
+  for (int u = threadIdx.x; u < units; u += blockDim.x) {
+    const int h = u / chunks, c = u - h * chunks;
+    const float4 x = *reinterpret_cast<const float4*>(src + 8 * u);  // h * head_dim + 8c
+    const float4 y = *reinterpret_cast<const float4*>(src + 8 * u + 4);
+    *reinterpret_cast<uint4*>(dst + h * p.dq_strides.head + 8 * c) =
+        make_uint4(pack2<T>(x.x, x.y), pack2<T>(x.z, x.w), pack2<T>(y.x, y.y), pack2<T>(y.z, y.w));
+  }
+}
+
+// bwd::prepare with the vectorized row sums (same layout: the deterministic dQ pass
+// and bwd::finish read it); falls back to it when O or dO cannot be read 16 bytes at a
+// time (TMA's rule for dO lets a stride of an extent-1 dim be anything).
+template <typename T>
+bwd::Scratch prepare_vec(const BackwardParams& p, bool with_dq_acc) {
+  if (!vec_ok(p.out, p.out_strides) || !vec_ok(p.dout, p.dout_strides)) return bwd::prepare(p, with_dq_acc, false);
+  const cudaStream_t st = stream_of(p);
+  auto round = [](std::size_t n) { return (n + 63) & ~std::size_t(63); };  // as bwd::prepare
+  const std::size_t rows = std::size_t(p.total_q) * p.heads_q;
+  const std::size_t n_dsum = round(rows), n_dq = with_dq_acc ? round(rows * p.head_dim) : 0;
+  float* base = static_cast<float*>(workspace((n_dsum + n_dq) * sizeof(float), st));
+  bwd::Scratch s;
+  s.dsum = base;
+  if (with_dq_acc) {
+    s.dq_acc = base + n_dsum;
+    FA_CUDA_CHECK(cudaMemsetAsync(s.dq_acc, 0, n_dq * sizeof(float), st));
+  }
+  const std::int64_t blocks = p.seqlen_q * std::int64_t(p.batch);
+  if (blocks > 0) {
+    int g = 1;
+    while (g < p.head_dim / 8) g *= 2;
+    dsum_vec_kernel<T><<<unsigned(blocks), 256, 0, st>>>(p, s.dsum, g);
+    FA_CUDA_CHECK_LAUNCH();
+  }
+  return s;
+}
+
+template <typename T>
+void finish_vec(const BackwardParams& p, const bwd::Scratch& s) {
+  if (s.dq_acc == nullptr || !vec_ok(p.dq, p.dq_strides)) return bwd::finish(p, s);
+  if (p.seqlen_q > 0) {
+    convert_dq_vec_kernel<T><<<unsigned(p.seqlen_q * p.batch), 256, 0, stream_of(p)>>>(p, s.dq_acc);
+    FA_CUDA_CHECK_LAUNCH();
+  }
 }
 
 template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
@@ -143,8 +242,8 @@ const char* sm90_backward_unsupported(const ForwardParams& p) {
       !sm90::tma_operand_ok(p.k, p.k_strides, varlen, p.batch, p.heads_kv, krows) ||
       !sm90::tma_operand_ok(p.v, p.v_strides, varlen, p.batch, p.heads_kv, krows))
     return "q/k/v need a 16-byte aligned base and strides that are multiples of 8 elements (TMA)";
-  // D = rowsum(dO * O) is computed by the shared scratch kernel, which reads O
-  // element by element: no rule for out here.
+  // D = rowsum(dO * O): 16-byte loads where out allows them, else the shared scratch
+  // kernel (element by element): no rule for out here.
   return nullptr;
 }
 
@@ -162,13 +261,17 @@ void sm90_backward(const BackwardParams& p) {
     return;
   }
   const bool det = p.deterministic;
-  const bwd::Scratch sc = bwd::prepare(p, !det, false);
-  if (p.dtype == DType::bf16)
+  const bool bf = p.dtype == DType::bf16;
+  const bwd::Scratch sc = bf ? sm90::prepare_vec<__nv_bfloat16>(p, !det) : sm90::prepare_vec<__half>(p, !det);
+  if (bf)
     sm90::launch_dtype<__nv_bfloat16>(p, sc);
   else
     sm90::launch_dtype<__half>(p, sc);
   if (det) sm80_deterministic_dq(p, sc.dsum);
-  bwd::finish(p, sc);
+  if (bf)
+    sm90::finish_vec<__nv_bfloat16>(p, sc);
+  else
+    sm90::finish_vec<__half>(p, sc);
 }
 
 }  // namespace flashattn::detail::cuda
