@@ -16,7 +16,7 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-template <class Cfg, typename T>
+template <class Cfg, typename T, bool kCandidate>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_
   __syncthreads();
   if (wg == 0) {
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) producer_loop<Cfg>(a, sm);
+    if (threadIdx.x == 0) producer_loop<Cfg, kCandidate>(a, sm);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
     consumer_loop<Cfg, T>(a, sm, wg - 1);
@@ -52,7 +52,8 @@ int sm_count() {
 
 // A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
 // tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
-// right away (mainloop.cuh).
+// right away, FLASHATTN_SM90_PREFETCH=0..3 picks the v9 candidate producer
+// (mainloop.cuh).
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
@@ -100,10 +101,14 @@ void launch(const ForwardParams& p) {
   a.sm.rescale_slack = 8.0f;
   static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
   a.defer_epilogue = defer;
+  // v9 candidate producer (mainloop.cuh KernelArgs::prefetch): 0 = v8, 1/2/3 bits.
+  static const int prefetch = env_int("FLASHATTN_SM90_PREFETCH", 0) & 3;
+  a.prefetch = prefetch;
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;
-  auto kernel = forward_kernel<Cfg, T>;
+  // The v9 candidate producer lives in its own instantiation (mainloop.cuh).
+  auto kernel = prefetch != 0 ? forward_kernel<Cfg, T, true> : forward_kernel<Cfg, T, false>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();

@@ -25,6 +25,11 @@ struct KernelArgs {
   Scheduler sched;
   SoftmaxParams sm;
   bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
+  // v9 candidate (A/B switch FLASHATTN_SM90_PREFETCH, default 0 = v8's producer):
+  // bit 0: a tile's first K and V are loaded before its Q (whose buffer frees only
+  // after the previous tile's last S); bit 1: the next tile's Q is prefetched into
+  // L2 when a tile's loads start, so its copy into smem is an L2 hit.
+  int prefetch;
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -57,26 +62,48 @@ struct SmemLayout {
   }
 };
 
-template <class Cfg>
+// kCandidate: the v9 candidate's kernel, which reads a.prefetch; the default
+// kernel compiles v8's producer (mode 0 folds every new branch away), so the
+// switch cannot move the default kernel's registers (ptxas allocates the whole
+// kernel at once: the D = 256 consumer, at 237 of 240 registers, spilled 4 bytes
+// when only the producer changed).
+template <class Cfg, bool kCandidate>
 __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
   const ForwardParams& p = a.p;
+  const int mode = kCandidate ? a.prefetch : 0;
   const bool varlen = p.cu_seqlens_q != nullptr;
   int tile_iter = 0, kv_iter = 0;
   TileCoord c;
   for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
     if (c.m_block < 0) continue;
+    if (mode & 2) {
+      // The next slot's Q into L2: its load waits for this tile's last S, and is
+      // then an L2 hit instead of an HBM read at the tile boundary. Issued before
+      // this tile's BlockInfo, where fewer values are live (the producer has 24
+      // registers). A hint only: a slot past a varlen sequence's end just fetches
+      // rows nobody reads.
+      TileCoord cn;
+      if (a.sched.tile_at(k + 1, blockIdx.x, gridDim.x, cn) && cn.m_block >= 0) {
+        const int row = int(sequence(p, cn.batch).q_row0) + cn.m_block * BM;
+#pragma unroll
+        for (int ch = 0; ch < Cfg::kChunks; ++ch)
+          tma_prefetch_l2(&a.tq, ch * 64, row, cn.head, varlen ? 0 : cn.batch);
+      }
+    }
     const BlockInfo<BM, BN> info(p, c);
     if (!info.valid) continue;
     const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
-    if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
-    mbar_expect_tx(sm.q_full, Cfg::kQBytes);
     const int q_row = int(info.seq.q_row0 + info.m0);
+    auto load_q = [&] {
+      if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
+      mbar_expect_tx(sm.q_full, Cfg::kQBytes);
 #pragma unroll
-    for (int ch = 0; ch < Cfg::kChunks; ++ch)
-      tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
+      for (int ch = 0; ch < Cfg::kChunks; ++ch)
+        tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
+    };
     const int hk = kv_head(p, c.head);
-    for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
+    auto load_kv = [&](int n) {
       const int s = kv_iter % Cfg::kStages;
       const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
       const int k_row = int(info.seq.k_row0 + std::int64_t(n) * BN);
@@ -90,7 +117,20 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
 #pragma unroll
       for (int ch = 0; ch < Cfg::kChunks; ++ch)
         tma_load(sm.v(s) + ch * Cfg::kKVChunkBytes, &a.tv, ch * 64, k_row, hk, tb, &sm.v_full[s]);
+      ++kv_iter;
+    };
+    int n = info.n_hi - 1;
+    if ((mode & 1) && n >= info.n_lo) {
+      // Bit 0: the first block's K and V stages free up a block or two before Q's
+      // buffer (released after the previous tile's last S), so their copies start
+      // earlier; Q still goes before the second block, whose V stage frees later.
+      // Peeled, so that Q's coordinates are dead in the loop (24 registers).
+      load_kv(n--);
+      load_q();
+    } else {
+      load_q();
     }
+    for (; n >= info.n_lo; --n) load_kv(n);
     ++tile_iter;
   }
 }

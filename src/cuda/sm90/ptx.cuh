@@ -102,6 +102,16 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
+// cp.async.bulk.prefetch.tensor.4d.L2.global.tile (9.7.9.25.5.3
+// "cp.async.bulk.prefetch.tensor"): asks the copy engine to bring one box of a
+// tensor map into L2, with no shared-memory destination and no completion to wait
+// on (a hint: out-of-range boxes are dropped).
+__device__ __forceinline__ void tma_prefetch_l2(const void* map, int c0, int c1, int c2, int c3) {
+  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(map), "r"(c0),
+               "r"(c1), "r"(c2), "r"(c3)
+               : "memory");
+}
+
 // ex2.approx.ftz.f32 (9.7.4.8 "ex2"): 2^x in one MUFU op. exp2f() adds a denormal
 // range fix-up (compare, select, multiply) per element, which the softmax does not
 // need: probabilities below 2^-126 flush to zero.
