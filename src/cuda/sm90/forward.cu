@@ -36,7 +36,12 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_
   __syncthreads();
   if (wg == 0) {
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) producer_loop<Cfg, kCandidate>(a, sm);
+    if (threadIdx.x == 0) {
+      if constexpr (kCandidate)
+        producer_loop_v9<Cfg>(a, sm);
+      else
+        producer_loop<Cfg>(a, sm);
+    }
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
     consumer_loop<Cfg, T>(a, sm, wg - 1);
@@ -107,8 +112,12 @@ void launch(const ForwardParams& p) {
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;
-  // The v9 candidate producer lives in its own instantiation (mainloop.cuh).
-  auto kernel = prefetch != 0 ? forward_kernel<Cfg, T, true> : forward_kernel<Cfg, T, false>;
+  // The v9 candidate producer lives in its own instantiation (mainloop.cuh), at
+  // D <= 128 only: with any change to the producer, ptxas spilled 4 bytes in the
+  // D = 256 consumer (237 of 240 registers), so D = 256 keeps v8's kernel.
+  auto kernel = forward_kernel<Cfg, T, false>;
+  if constexpr (D <= 128)
+    if (prefetch != 0) kernel = forward_kernel<Cfg, T, true>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();

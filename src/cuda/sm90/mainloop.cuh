@@ -62,16 +62,54 @@ struct SmemLayout {
   }
 };
 
-// kCandidate: the v9 candidate's kernel, which reads a.prefetch; the default
-// kernel compiles v8's producer (mode 0 folds every new branch away), so the
-// switch cannot move the default kernel's registers (ptxas allocates the whole
-// kernel at once: the D = 256 consumer, at 237 of 240 registers, spilled 4 bytes
-// when only the producer changed).
-template <class Cfg, bool kCandidate>
+template <class Cfg>
 __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
   const ForwardParams& p = a.p;
-  const int mode = kCandidate ? a.prefetch : 0;
+  const bool varlen = p.cu_seqlens_q != nullptr;
+  int tile_iter = 0, kv_iter = 0;
+  TileCoord c;
+  for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
+    if (c.m_block < 0) continue;
+    const BlockInfo<BM, BN> info(p, c);
+    if (!info.valid) continue;
+    const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
+    if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
+    mbar_expect_tx(sm.q_full, Cfg::kQBytes);
+    const int q_row = int(info.seq.q_row0 + info.m0);
+#pragma unroll
+    for (int ch = 0; ch < Cfg::kChunks; ++ch)
+      tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
+    const int hk = kv_head(p, c.head);
+    for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
+      const int s = kv_iter % Cfg::kStages;
+      const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
+      const int k_row = int(info.seq.k_row0 + std::int64_t(n) * BN);
+      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.k_empty[s], phase ^ 1);
+      mbar_expect_tx(&sm.k_full[s], Cfg::kKVBytes);
+#pragma unroll
+      for (int ch = 0; ch < Cfg::kChunks; ++ch)
+        tma_load(sm.k(s) + ch * Cfg::kKVChunkBytes, &a.tk, ch * 64, k_row, hk, tb, &sm.k_full[s]);
+      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.v_empty[s], phase ^ 1);
+      mbar_expect_tx(&sm.v_full[s], Cfg::kKVBytes);
+#pragma unroll
+      for (int ch = 0; ch < Cfg::kChunks; ++ch)
+        tma_load(sm.v(s) + ch * Cfg::kKVChunkBytes, &a.tv, ch * 64, k_row, hk, tb, &sm.v_full[s]);
+    }
+    ++tile_iter;
+  }
+}
+
+// The v9 candidate's producer (a.prefetch bits, KernelArgs), compiled only into
+// the candidate kernel instantiation: the default kernel keeps v8's producer above
+// source for source, since ptxas allocates the whole kernel at once and any change
+// to the producer moved the consumers' registers (the D = 256 consumer, at 237 of
+// 240, spilled 4 bytes; D = 128 came out scheduled differently).
+template <class Cfg>
+__device__ __forceinline__ void producer_loop_v9(const KernelArgs& a, SmemLayout<Cfg>& sm) {
+  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
+  const ForwardParams& p = a.p;
+  const int mode = a.prefetch;
   const bool varlen = p.cu_seqlens_q != nullptr;
   int tile_iter = 0, kv_iter = 0;
   TileCoord c;
