@@ -16,7 +16,9 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-template <class Cfg, typename T, bool kCandidate>
+// kV9: 0 = v8's kernel; 1 = the v9 candidate producer (mainloop.cuh); 2 = that
+// producer and the packed deferred epilogue.
+template <class Cfg, typename T, int kV9>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
@@ -37,14 +39,14 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_
   if (wg == 0) {
     setmaxnreg_dec<Cfg::kProducerRegs>();
     if (threadIdx.x == 0) {
-      if constexpr (kCandidate)
+      if constexpr (kV9 != 0)
         producer_loop_v9<Cfg>(a, sm);
       else
         producer_loop<Cfg>(a, sm);
     }
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    consumer_loop<Cfg, T>(a, sm, wg - 1);
+    consumer_loop<Cfg, T, kV9 == 2>(a, sm, wg - 1);
   }
 }
 
@@ -57,7 +59,7 @@ int sm_count() {
 
 // A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
 // tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
-// right away, FLASHATTN_SM90_PREFETCH=0..3 picks the v9 candidate producer
+// right away, FLASHATTN_SM90_V9=0..7 picks the v9 candidate (bits)
 // (mainloop.cuh).
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -106,18 +108,18 @@ void launch(const ForwardParams& p) {
   a.sm.rescale_slack = 8.0f;
   static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
   a.defer_epilogue = defer;
-  // v9 candidate producer (mainloop.cuh KernelArgs::prefetch): 0 = v8, 1/2/3 bits.
-  static const int prefetch = env_int("FLASHATTN_SM90_PREFETCH", 0) & 3;
-  a.prefetch = prefetch;
+  // v9 candidate (mainloop.cuh KernelArgs::v9): 0 = v8, else bits 1/2/4.
+  static const int v9 = env_int("FLASHATTN_SM90_V9", 0) & 7;
+  a.v9 = v9;
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;
-  // The v9 candidate producer lives in its own instantiation (mainloop.cuh), at
+  // The v9 candidate lives in kernel instantiations of its own (mainloop.cuh), at
   // D <= 128 only: with any change to the producer, ptxas spilled 4 bytes in the
   // D = 256 consumer (237 of 240 registers), so D = 256 keeps v8's kernel.
-  auto kernel = forward_kernel<Cfg, T, false>;
+  auto kernel = forward_kernel<Cfg, T, 0>;
   if constexpr (D <= 128)
-    if (prefetch != 0) kernel = forward_kernel<Cfg, T, true>;
+    if (v9 != 0) kernel = (v9 & 4) ? forward_kernel<Cfg, T, 2> : forward_kernel<Cfg, T, 1>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();

@@ -25,11 +25,12 @@ struct KernelArgs {
   Scheduler sched;
   SoftmaxParams sm;
   bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
-  // v9 candidate (A/B switch FLASHATTN_SM90_PREFETCH, default 0 = v8's producer):
-  // bit 0: a tile's first K and V are loaded before its Q (whose buffer frees only
-  // after the previous tile's last S); bit 1: the next tile's Q is prefetched into
-  // L2 when a tile's loads start, so its copy into smem is an L2 hit.
-  int prefetch;
+  // v9 candidate (A/B switch FLASHATTN_SM90_V9, default 0 = v8's kernel), bits:
+  // 1: a tile's first K and V are loaded before its Q (whose buffer frees only
+  // after the previous tile's last S); 2: the next tile's Q is prefetched into L2
+  // when a tile's loads start, so its copy into smem is an L2 hit; 4 (a kernel
+  // instantiation of its own): the deferred epilogue packs O before the next S.
+  int v9;
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -100,7 +101,7 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
   }
 }
 
-// The v9 candidate's producer (a.prefetch bits, KernelArgs), compiled only into
+// The v9 candidate's producer (a.v9 bits 1 and 2, KernelArgs), compiled only into
 // the candidate kernel instantiation: the default kernel keeps v8's producer above
 // source for source, since ptxas allocates the whole kernel at once and any change
 // to the producer moved the consumers' registers (the D = 256 consumer, at 237 of
@@ -109,7 +110,7 @@ template <class Cfg>
 __device__ __forceinline__ void producer_loop_v9(const KernelArgs& a, SmemLayout<Cfg>& sm) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
   const ForwardParams& p = a.p;
-  const int mode = a.prefetch;
+  const int mode = a.v9;
   const bool varlen = p.cu_seqlens_q != nullptr;
   int tile_iter = 0, kv_iter = 0;
   TileCoord c;
@@ -198,7 +199,12 @@ __device__ __forceinline__ void zero_v_tail(unsigned char* v, int valid_rows) {
 // once P.V has landed. Without it (no registers to hold S and P at once) S(n-1)
 // is issued in the same batch as P.V but the softmax waits for both; the other
 // consumer warpgroup keeps the tensor cores busy meanwhile.
-template <class Cfg, typename T>
+// kPackedEpilogue (v9 candidate, bit 4): the deferred epilogue converts O to the
+// output type before the next tile's first S is issued and stores the packed
+// values under it. v8 reads O's float registers after that issue, and ptxas,
+// which treats them as GMMA-defined, injects a wgmma wait there (info C7517 at
+// D = 64 and 128): the stores then start only after the S has landed.
+template <class Cfg, typename T, bool kPackedEpilogue = false>
 __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, D = Cfg::kHeadDim;
   using GemmS = Wgmma<BN, T>;
@@ -288,12 +294,23 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   };
   auto flush = [&] {
     if (pending_k < 0) return;
-    store_tile(pending_k);
+    if constexpr (kPackedEpilogue) {
+      int kk = pending_k;
+      opaque_int(kk);
+      a.sched.tile_at(kk, blockIdx.x, gridDim.x, c);
+      const BlockInfo<BM, BN> info(p, c);
+      store_output_packed<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, lse);
+    } else {
+      store_tile(pending_k);
+    }
     pending_k = -1;
   };
   auto start_tile = [&] {
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    // Packed epilogue: the zeros stay after the packed stores (volatile asm keeps
+    // its order), so O's registers hold nothing while the packed values are live.
+    if constexpr (kPackedEpilogue) fence_o();
     softmax.reset();
   };
 
@@ -408,9 +425,10 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       }
     }
     softmax.finish(a.sm, inv, lse);
-    if (Cfg::kDeferEpilogue && a.defer_epilogue)
+    if (Cfg::kDeferEpilogue && a.defer_epilogue) {
+      if constexpr (kPackedEpilogue) pack_output<T, D>(o, inv);
       pending_k = k;
-    else
+    } else
       store_tile(k);
     ++tile_iter;
   }
