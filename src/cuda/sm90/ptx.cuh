@@ -102,7 +102,7 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
 
-// cp.async.bulk.prefetch.tensor.4d.L2.global.tile (9.7.9.25.5.3
+// cp.async.bulk.prefetch.tensor.4d.L2.global.tile (data-movement instructions,
 // "cp.async.bulk.prefetch.tensor"): asks the copy engine to bring one box of a
 // tensor map into L2, with no shared-memory destination and no completion to wait
 // on (a hint: out-of-range boxes are dropped).
