@@ -36,7 +36,7 @@ __device__ __forceinline__ void store_output(const ForwardParams& p, int b, int 
   }
 }
 
-// The same stores in two steps (v9 candidate, deferred epilogue): pack_output
+// The same stores in two steps (deferred epilogue, Cfg::kPackedEpilogue): pack_output
 // converts O (normalized) into output-type pairs in place, o[0 .. D/4) holding the
 // bits in the order store_output walks them, before the next wgmma is issued (so
 // no register read later is GMMA-defined); store_output_packed stores them under

@@ -16,9 +16,8 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-// kV9: 0 = v8's kernel; 1 = the v9 candidate producer (mainloop.cuh); 2 = that
-// producer and the packed deferred epilogue.
-template <class Cfg, typename T, int kV9>
+// kLateWait: the D = 128 A/B variant of the P.V wait (mainloop.cuh).
+template <class Cfg, typename T, bool kLateWait>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
@@ -38,15 +37,10 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_
   __syncthreads();
   if (wg == 0) {
     setmaxnreg_dec<Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) {
-      if constexpr (kV9 != 0)
-        producer_loop_v9<Cfg>(a, sm);
-      else
-        producer_loop<Cfg>(a, sm);
-    }
+    if (threadIdx.x == 0) producer_loop<Cfg>(a, sm);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    consumer_loop<Cfg, T, kV9 == 2>(a, sm, wg - 1);
+    consumer_loop<Cfg, T, kLateWait>(a, sm, wg - 1);
   }
 }
 
@@ -59,7 +53,7 @@ int sm_count() {
 
 // A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
 // tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
-// right away, FLASHATTN_SM90_V9=0..7 picks the v9 candidate (bits)
+// right away, FLASHATTN_SM90_LATE_WAIT=1 runs the late P.V wait at D = 128
 // (mainloop.cuh).
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
@@ -108,18 +102,15 @@ void launch(const ForwardParams& p) {
   a.sm.rescale_slack = 8.0f;
   static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
   a.defer_epilogue = defer;
-  // v9 candidate (mainloop.cuh KernelArgs::v9): 0 = v8, else bits 1/2/4.
-  static const int v9 = env_int("FLASHATTN_SM90_V9", 0) & 7;
-  a.v9 = v9;
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;
-  // The v9 candidate lives in kernel instantiations of its own (mainloop.cuh), at
-  // D <= 128 only: with any change to the producer, ptxas spilled 4 bytes in the
-  // D = 256 consumer (237 of 240 registers), so D = 256 keeps v8's kernel.
-  auto kernel = forward_kernel<Cfg, T, 0>;
-  if constexpr (D <= 128)
-    if (v9 != 0) kernel = (v9 & 4) ? forward_kernel<Cfg, T, 2> : forward_kernel<Cfg, T, 1>;
+  // The late-wait variant is a kernel instantiation of its own, at D = 128 only
+  // (the one configuration with both the overlapped loop and lazy rescaling).
+  static const bool late = env_int("FLASHATTN_SM90_LATE_WAIT", 0) != 0;
+  auto kernel = forward_kernel<Cfg, T, false>;
+  if constexpr (D == 128)
+    if (late) kernel = forward_kernel<Cfg, T, true>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();

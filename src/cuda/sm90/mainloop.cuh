@@ -25,12 +25,6 @@ struct KernelArgs {
   Scheduler sched;
   SoftmaxParams sm;
   bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
-  // v9 candidate (A/B switch FLASHATTN_SM90_V9, default 0 = v8's kernel), bits:
-  // 1: a tile's first K and V are loaded before its Q (whose buffer frees only
-  // after the previous tile's last S); 2: the next tile's Q is prefetched into L2
-  // when a tile's loads start, so its copy into smem is an L2 hit; 4 (a kernel
-  // instantiation of its own): the deferred epilogue packs O before the next S.
-  int v9;
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -101,79 +95,6 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
   }
 }
 
-// The v9 candidate's producer (a.v9 bits 1 and 2, KernelArgs), compiled only into
-// the candidate kernel instantiation: the default kernel keeps v8's producer above
-// source for source, since ptxas allocates the whole kernel at once and any change
-// to the producer moved the consumers' registers (the D = 256 consumer, at 237 of
-// 240, spilled 4 bytes; D = 128 came out scheduled differently).
-template <class Cfg>
-__device__ __forceinline__ void producer_loop_v9(const KernelArgs& a, SmemLayout<Cfg>& sm) {
-  constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
-  const ForwardParams& p = a.p;
-  const int mode = a.v9;
-  const bool varlen = p.cu_seqlens_q != nullptr;
-  int tile_iter = 0, kv_iter = 0;
-  TileCoord c;
-  for (int k = 0; a.sched.tile_at(k, blockIdx.x, gridDim.x, c); ++k) {
-    if (c.m_block < 0) continue;
-    if (mode & 2) {
-      // The next slot's Q into L2: its load waits for this tile's last S, and is
-      // then an L2 hit instead of an HBM read at the tile boundary. Issued before
-      // this tile's BlockInfo, where fewer values are live (the producer has 24
-      // registers). A hint only: a slot past a varlen sequence's end just fetches
-      // rows nobody reads.
-      TileCoord cn;
-      if (a.sched.tile_at(k + 1, blockIdx.x, gridDim.x, cn) && cn.m_block >= 0) {
-        const int row = int(sequence(p, cn.batch).q_row0) + cn.m_block * BM;
-#pragma unroll
-        for (int ch = 0; ch < Cfg::kChunks; ++ch)
-          tma_prefetch_l2(&a.tq, ch * 64, row, cn.head, varlen ? 0 : cn.batch);
-      }
-    }
-    const BlockInfo<BM, BN> info(p, c);
-    if (!info.valid) continue;
-    const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
-    const int q_row = int(info.seq.q_row0 + info.m0);
-    auto load_q = [&] {
-      if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
-      mbar_expect_tx(sm.q_full, Cfg::kQBytes);
-#pragma unroll
-      for (int ch = 0; ch < Cfg::kChunks; ++ch)
-        tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
-    };
-    const int hk = kv_head(p, c.head);
-    auto load_kv = [&](int n) {
-      const int s = kv_iter % Cfg::kStages;
-      const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
-      const int k_row = int(info.seq.k_row0 + std::int64_t(n) * BN);
-      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.k_empty[s], phase ^ 1);
-      mbar_expect_tx(&sm.k_full[s], Cfg::kKVBytes);
-#pragma unroll
-      for (int ch = 0; ch < Cfg::kChunks; ++ch)
-        tma_load(sm.k(s) + ch * Cfg::kKVChunkBytes, &a.tk, ch * 64, k_row, hk, tb, &sm.k_full[s]);
-      if (kv_iter >= Cfg::kStages) mbar_wait(&sm.v_empty[s], phase ^ 1);
-      mbar_expect_tx(&sm.v_full[s], Cfg::kKVBytes);
-#pragma unroll
-      for (int ch = 0; ch < Cfg::kChunks; ++ch)
-        tma_load(sm.v(s) + ch * Cfg::kKVChunkBytes, &a.tv, ch * 64, k_row, hk, tb, &sm.v_full[s]);
-      ++kv_iter;
-    };
-    int n = info.n_hi - 1;
-    if ((mode & 1) && n >= info.n_lo) {
-      // Bit 0: the first block's K and V stages free up a block or two before Q's
-      // buffer (released after the previous tile's last S), so their copies start
-      // earlier; Q still goes before the second block, whose V stage frees later.
-      // Peeled, so that Q's coordinates are dead in the loop (24 registers).
-      load_kv(n--);
-      load_q();
-    } else {
-      load_q();
-    }
-    for (; n >= info.n_lo; --n) load_kv(n);
-    ++tile_iter;
-  }
-}
-
 // Varlen: the rows of the last K/V block past the sequence end belong to the next
 // sequence or to memory outside any (which may hold NaN). Their scores are masked,
 // but 0 * NaN in P.V would still poison O, so those V rows are zeroed in shared
@@ -199,12 +120,14 @@ __device__ __forceinline__ void zero_v_tail(unsigned char* v, int valid_rows) {
 // once P.V has landed. Without it (no registers to hold S and P at once) S(n-1)
 // is issued in the same batch as P.V but the softmax waits for both; the other
 // consumer warpgroup keeps the tensor cores busy meanwhile.
-// kPackedEpilogue (v9 candidate, bit 4): the deferred epilogue converts O to the
-// output type before the next tile's first S is issued and stores the packed
-// values under it. v8 reads O's float registers after that issue, and ptxas,
-// which treats them as GMMA-defined, injects a wgmma wait there (info C7517 at
-// D = 64 and 128): the stores then start only after the S has landed.
-template <class Cfg, typename T, bool kPackedEpilogue = false>
+// Cfg::kPackedEpilogue: the deferred epilogue converts O to the output type
+// before the next tile's first S is issued and stores the packed values under
+// it. Reading O's float registers after that issue instead makes ptxas, which
+// treats them as GMMA-defined, inject a wgmma wait there (info C7517): the
+// stores then start only after the S has landed.
+// kLateWait (A/B switch FLASHATTN_SM90_LATE_WAIT, D = 128): the P.V wait of the
+// overlapped loop is placed after the softmax's exponentials (see there).
+template <class Cfg, typename T, bool kLateWait = false>
 __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, D = Cfg::kHeadDim;
   using GemmS = Wgmma<BN, T>;
@@ -294,7 +217,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   };
   auto flush = [&] {
     if (pending_k < 0) return;
-    if constexpr (kPackedEpilogue) {
+    if constexpr (Cfg::kPackedEpilogue) {
       int kk = pending_k;
       opaque_int(kk);
       a.sched.tile_at(kk, blockIdx.x, gridDim.x, c);
@@ -310,7 +233,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
     // Packed epilogue: the zeros stay after the packed stores (volatile asm keeps
     // its order), so O's registers hold nothing while the packed values are live.
-    if constexpr (kPackedEpilogue) fence_o();
+    if constexpr (Cfg::kPackedEpilogue) fence_o();
     softmax.reset();
   };
 
@@ -380,6 +303,27 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           mbar_arrive(&sm.k_empty[st_next]);  // the producer may refill K right away
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
+          if constexpr (kLateWait && Cfg::kLazyRescale) {
+            // The P.V wait inside the (warp-uniform) rescale branch, on both sides:
+            // ptxas hoists a wgmma wait to the top of its basic block (it sat among
+            // the row maxima, before every exponential); in the blocks after the
+            // branch it can only come after the softmax. The two waits differ in
+            // text only so that the compiler keeps one per side.
+            if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+              wgmma_wait<0>();
+              fence_o();
+#pragma unroll
+              for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+            } else {
+              wgmma_wait_alt<0>();
+              fence_o();
+            }
+            mbar_arrive(&sm.v_empty[st]);
+            to_p();
+            ++kv_iter;
+            st = st_next;
+            continue;
+          }
           wgmma_wait<0>();
           fence_o();
           mbar_arrive(&sm.v_empty[st]);
@@ -426,7 +370,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     }
     softmax.finish(a.sm, inv, lse);
     if (Cfg::kDeferEpilogue && a.defer_epilogue) {
-      if constexpr (kPackedEpilogue) pack_output<T, D>(o, inv);
+      if constexpr (Cfg::kPackedEpilogue) pack_output<T, D>(o, inv);
       pending_k = k;
     } else
       store_tile(k);

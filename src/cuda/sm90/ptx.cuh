@@ -59,6 +59,14 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
+// The same wait under a different text (a PTX comment), so that the compiler does
+// not merge the copies on the two sides of a branch into one before it
+// (mainloop.cuh, late P.V wait).
+template <int N>
+__device__ __forceinline__ void wgmma_wait_alt() {
+  asm volatile("wgmma.wait_group.sync.aligned %0; // alt\n" ::"n"(N) : "memory");
+}
+
 // An empty asm that claims to modify `r`: keeps the compiler from moving reads or
 // writes of an accumulator across wgmma_fence/wgmma_wait (which name no registers).
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
@@ -100,16 +108,6 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 }
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-// cp.async.bulk.prefetch.tensor.4d.L2.global.tile (data-movement instructions,
-// "cp.async.bulk.prefetch.tensor"): asks the copy engine to bring one box of a
-// tensor map into L2, with no shared-memory destination and no completion to wait
-// on (a hint: out-of-range boxes are dropped).
-__device__ __forceinline__ void tma_prefetch_l2(const void* map, int c0, int c1, int c2, int c3) {
-  asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(map), "r"(c0),
-               "r"(c1), "r"(c2), "r"(c3)
-               : "memory");
 }
 
 // ex2.approx.ftz.f32 (9.7.4.8 "ex2"): 2^x in one MUFU op. exp2f() adds a denormal
