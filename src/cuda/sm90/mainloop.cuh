@@ -304,12 +304,15 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
           if constexpr (kLateWait && Cfg::kLazyRescale) {
-            // The P.V wait inside the (warp-uniform) rescale branch, on both sides:
-            // ptxas hoists a wgmma wait to the top of its basic block (it sat among
-            // the row maxima, before every exponential); in the blocks after the
-            // branch it can only come after the softmax. The two waits differ in
-            // text only so that the compiler keeps one per side.
-            if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+            // The P.V wait inside the rescale branch, on both sides: ptxas hoists a
+            // wgmma wait to the top of its basic block (it sat among the row maxima,
+            // before every exponential); in the blocks after the branch it can only
+            // come after the softmax. The two waits differ in text only so that the
+            // compiler keeps one per side. wgmma.wait_group is .aligned: all warps
+            // of the warpgroup must run the same one, so the vote is the
+            // warpgroup's (named barrier 2 + kWgs + wg; a warp vote here failed
+            // compute-sanitizer synccheck), not the warp's.
+            if (named_barrier_or(2 + kWgs + wg, 128, corr[0] != 1.0f || corr[1] != 1.0f)) {
               wgmma_wait<0>();
               fence_o();
 #pragma unroll
