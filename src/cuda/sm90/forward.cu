@@ -102,6 +102,7 @@ void launch(const ForwardParams& p) {
   a.sm.rescale_slack = 8.0f;
   static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
   a.defer_epilogue = defer;
+  a.one = 1;
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;

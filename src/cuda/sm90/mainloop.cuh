@@ -25,6 +25,9 @@ struct KernelArgs {
   Scheduler sched;
   SoftmaxParams sm;
   bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
+  // Always 1 (set by the host): a branch on it is uniform and opaque to ptxas,
+  // which folds constants the compiler cannot see (the late P.V wait, below).
+  int one;
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -304,22 +307,29 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
           if constexpr (kLateWait && Cfg::kLazyRescale) {
-            // The P.V wait inside the rescale branch, on both sides: ptxas hoists a
-            // wgmma wait to the top of its basic block (it sat among the row maxima,
-            // before every exponential); in the blocks after the branch it can only
-            // come after the softmax. The two waits differ in text only so that the
-            // compiler keeps one per side. wgmma.wait_group is .aligned: all warps
-            // of the warpgroup must run the same one, so the vote is the
-            // warpgroup's (named barrier 2 + kWgs + wg; a warp vote here failed
-            // compute-sanitizer synccheck), not the warp's.
-            if (named_barrier_or(2 + kWgs + wg, 128, corr[0] != 1.0f || corr[1] != 1.0f)) {
+            // The P.V wait after a branch: ptxas hoists a wgmma wait to the top of
+            // its basic block (it sat among the row maxima, before every
+            // exponential); behind a branch it can only come after the softmax.
+            // The branch is on a.one (always 1, a kernel parameter: a constant
+            // hidden only from the C++ compiler was folded by ptxas) so that all
+            // warps of the warpgroup take the same side: wgmma.wait_group is
+            // .aligned, and a branch on the warp's rescale vote (tried first) let
+            // the warps of one warpgroup run different waits (synccheck errors); a
+            // warpgroup vote (bar.red) fixed that but cost the gain (run F6). The
+            // other side is never run; it is complete (rescales unconditionally)
+            // and its wait differs in text, so that the compiler keeps both.
+            if (a.one != 0) {
               wgmma_wait<0>();
               fence_o();
+              if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
-              for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+                for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+              }
             } else {
               wgmma_wait_alt<0>();
               fence_o();
+#pragma unroll
+              for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
             }
             mbar_arrive(&sm.v_empty[st]);
             to_p();

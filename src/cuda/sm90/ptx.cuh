@@ -109,18 +109,6 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
-// bar.red.or.pred p, id, n, c (9.7.13.1 "bar/barrier", reduction form): named
-// barrier over n threads that also returns the OR of c over them; here one
-// warpgroup's vote, so that a branch around a wgmma wait is warpgroup-uniform.
-__device__ __forceinline__ bool named_barrier_or(int id, int threads, bool pred) {
-  std::uint32_t r;
-  asm volatile(
-      "{\n .reg .pred c, q;\n setp.ne.u32 c, %1, 0;\n bar.red.or.pred q, %2, %3, c;\n selp.u32 %0, 1, 0, q;\n}\n"
-      : "=r"(r)
-      : "r"(std::uint32_t(pred)), "r"(id), "r"(threads)
-      : "memory");
-  return r != 0;
-}
 
 // ex2.approx.ftz.f32 (9.7.4.8 "ex2"): 2^x in one MUFU op. exp2f() adds a denormal
 // range fix-up (compare, select, multiply) per element, which the softmax does not
