@@ -128,7 +128,7 @@ __device__ __forceinline__ void zero_v_tail(unsigned char* v, int valid_rows) {
 // it. Reading O's float registers after that issue instead makes ptxas, which
 // treats them as GMMA-defined, inject a wgmma wait there (info C7517): the
 // stores then start only after the S has landed.
-// kLateWait (A/B switch FLASHATTN_SM90_LATE_WAIT, D = 128): the P.V wait of the
+// kLateWait (A/B switch FLASHATTN_SM90_LATE_WAIT, D <= 128): the P.V wait of the
 // overlapped loop is placed after the softmax's exponentials (see there).
 template <class Cfg, typename T, bool kLateWait = false>
 __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
@@ -306,7 +306,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           mbar_arrive(&sm.k_empty[st_next]);  // the producer may refill K right away
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
-          if constexpr (kLateWait && Cfg::kLazyRescale) {
+          if constexpr (kLateWait) {
             // The P.V wait after a branch: ptxas hoists a wgmma wait to the top of
             // its basic block (it sat among the row maxima, before every
             // exponential); behind a branch it can only come after the softmax.
@@ -321,7 +321,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
             if (a.one != 0) {
               wgmma_wait<0>();
               fence_o();
-              if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+              if (!Cfg::kLazyRescale || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
 #pragma unroll
                 for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
               }
