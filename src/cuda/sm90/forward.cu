@@ -53,8 +53,8 @@ int sm_count() {
 
 // A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
 // tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
-// right away, FLASHATTN_SM90_LATE_WAIT=0/1/2 places the P.V wait (mainloop.cuh;
-// launch below).
+// right away, FLASHATTN_SM90_LATE_WAIT=0 puts D = 128's P.V wait back before
+// the softmax (mainloop.cuh).
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
@@ -106,13 +106,14 @@ void launch(const ForwardParams& p) {
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;
-  // The late P.V wait (the overlapped loop, D <= 128): measured +3-6% at D = 128
-  // (run F7), the default there. FLASHATTN_SM90_LATE_WAIT: 0 = v8's loop at both,
-  // 1 = late at D = 128 (default), 2 = late at D = 64 too (A/B).
-  static const int late = env_int("FLASHATTN_SM90_LATE_WAIT", 1);
+  // The late P.V wait (the overlapped loop): measured +3-6% at D = 128 (run F7),
+  // the default there, FLASHATTN_SM90_LATE_WAIT=0 for v8's loop; at D = 64 it
+  // measured 3% slower (-8..+2%, run F8), so D = 64 (and D = 256, which has no
+  // overlapped loop) keep v8's.
+  static const bool late = env_int("FLASHATTN_SM90_LATE_WAIT", 1) != 0;
   auto kernel = forward_kernel<Cfg, T, false>;
-  if constexpr (D <= 128)
-    if (late >= (D == 128 ? 1 : 2)) kernel = forward_kernel<Cfg, T, true>;
+  if constexpr (D == 128)
+    if (late) kernel = forward_kernel<Cfg, T, true>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();
