@@ -2,6 +2,8 @@
 # Checks the Hopper forward kernel in a built library (or object file):
 #   1. its SASS contains HGMMA (wgmma) instructions, in every instantiation;
 #   2. it uses no local memory (STACK:0 LOCAL:0 in cuobjdump -res-usage: no spills);
+#   2b. in the late-P.V-wait instantiations, the wait comes after the softmax's
+#       exponentials (ptxas hoists waits; mainloop.cuh kLateWait);
 #   3. with nvcc given, ptxas -v on src/cuda/sm90/forward.cu reports 0 spill bytes.
 # Usage: check_sass.sh <libflashattn.so|forward.cu.o> [nvcc] [source root]
 # Exit 77 (CTest SKIP_RETURN_CODE) when cuobjdump (with its nvdisasm) is not found:
@@ -49,6 +51,20 @@ if [[ -z $counts ]]; then echo "FAIL: no sm90 forward kernel found in $target"; 
 while read -r name n; do
   if (( n == 0 )); then echo "FAIL: $name has no HGMMA"; fail=1; else echo "ok: $n HGMMA in $name"; fi
 done <<<"$counts"
+
+# The late P.V wait (mainloop.cuh kLateWait, instantiations named ...Lb1E): in the
+# steady loop, from the S wait (DEPBAR gsb0 0x1) to the next turn (BAR.SYNC on a
+# register id), no MUFU.EX2 may follow the P.V wait (DEPBAR gsb0 0x0); ptxas hoisting
+# it back above the softmax would show up here.
+late=$(awk '/Function : /{name=$3; keep=(name ~ /4sm90/ && name ~ /forward_kernel/ && name ~ /Lb1E/); st=0}
+  keep && st==0 && /DEPBAR.LE gsb0, 0x1/{st=1; ex=0; next}
+  keep && st==1 && /DEPBAR.LE gsb0, 0x0/{st=2}
+  keep && st==2 && /MUFU.EX2/{ex++}
+  keep && st>=1 && /BAR.SYNC.DEFER_BLOCKING R[0-9]+, 0x100/{print name, ex+0; st=3}' <<<"$sass")
+while read -r name n; do
+  [[ -z $name ]] && continue
+  if (( n > 0 )); then echo "FAIL: $n MUFU.EX2 after the P.V wait in $name"; fail=1; else echo "ok: P.V wait after the exponentials in $name"; fi
+done <<<"$late"
 
 usage=$("$cuobjdump" -res-usage "$target")
 bad=$(awk '/Function /{name=$2} /REG:/{if (name ~ /4sm90/ && name ~ /forward_kernel/ && ($0 !~ /STACK:0 / || $0 !~ /LOCAL:0 /)) print name, $0}' <<<"$usage")

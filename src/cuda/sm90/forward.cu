@@ -16,7 +16,8 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-template <class Cfg, typename T>
+// kLateWait: the D = 128 A/B variant of the P.V wait (mainloop.cuh).
+template <class Cfg, typename T, bool kLateWait>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
@@ -39,7 +40,7 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_
     if (threadIdx.x == 0) producer_loop<Cfg>(a, sm);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    consumer_loop<Cfg, T>(a, sm, wg - 1);
+    consumer_loop<Cfg, T, kLateWait>(a, sm, wg - 1);
   }
 }
 
@@ -52,7 +53,8 @@ int sm_count() {
 
 // A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
 // tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
-// right away (mainloop.cuh).
+// right away, FLASHATTN_SM90_LATE_WAIT=0 puts D = 128's P.V wait back before
+// the softmax (mainloop.cuh).
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
@@ -100,10 +102,18 @@ void launch(const ForwardParams& p) {
   a.sm.rescale_slack = 8.0f;
   static const bool defer = env_int("FLASHATTN_SM90_DEFER_EPILOGUE", 1) != 0;
   a.defer_epilogue = defer;
+  a.one = 1;
   const int units = a.sched.num_units();
   if (units == 0) return;
   const int grid = units < sms ? units : sms;
-  auto kernel = forward_kernel<Cfg, T>;
+  // The late P.V wait (the overlapped loop): measured +3-6% at D = 128 (run F7),
+  // the default there, FLASHATTN_SM90_LATE_WAIT=0 for v8's loop; at D = 64 it
+  // measured 3% slower (-8..+2%, run F8), so D = 64 (and D = 256, which has no
+  // overlapped loop) keep v8's.
+  static const bool late = env_int("FLASHATTN_SM90_LATE_WAIT", 1) != 0;
+  auto kernel = forward_kernel<Cfg, T, false>;
+  if constexpr (D == 128)
+    if (late) kernel = forward_kernel<Cfg, T, true>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();

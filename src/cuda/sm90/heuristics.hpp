@@ -32,6 +32,10 @@ struct TileConfig {
   // stays live beside S there, which at D = 256 (O alone is 128 registers)
   // spilled 200-500 bytes, so D = 256 stores right away.
   static constexpr bool kDeferEpilogue = D <= 128;
+  // With it, O converted to the output type before the next tile's first S is
+  // issued (mainloop.cuh): measured +2-5% at D = 64, S = 512 and even from 2k;
+  // at D = 128 within noise (-1..+1%), so D = 128 keeps the float stores.
+  static constexpr bool kPackedEpilogue = D == 64;
   // Lazy rescaling with a warp vote to skip O's rescale (softmax.cuh): pays where
   // the skipped multiplies are many (D/2 a thread per key block). Measured (runs F1,
   // F2): D = 256 +3-5%, D = 128 about even, D = 64 (32 multiplies) 2-4% slower than

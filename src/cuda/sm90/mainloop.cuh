@@ -25,6 +25,9 @@ struct KernelArgs {
   Scheduler sched;
   SoftmaxParams sm;
   bool defer_epilogue;  // store O under the next tile's first S (A/B switch)
+  // Always 1 (set by the host): a branch on it is uniform and opaque to ptxas,
+  // which folds constants the compiler cannot see (the late P.V wait, below).
+  int one;
 };
 
 // Carve-up of the (1024-aligned) dynamic shared memory: Q, K stages, V stages,
@@ -120,7 +123,15 @@ __device__ __forceinline__ void zero_v_tail(unsigned char* v, int valid_rows) {
 // once P.V has landed. Without it (no registers to hold S and P at once) S(n-1)
 // is issued in the same batch as P.V but the softmax waits for both; the other
 // consumer warpgroup keeps the tensor cores busy meanwhile.
-template <class Cfg, typename T>
+// Cfg::kPackedEpilogue: the deferred epilogue converts O to the output type
+// before the next tile's first S is issued and stores the packed values under
+// it. Reading O's float registers after that issue instead makes ptxas, which
+// treats them as GMMA-defined, inject a wgmma wait there (info C7517): the
+// stores then start only after the S has landed.
+// kLateWait (D = 128's default; A/B switch FLASHATTN_SM90_LATE_WAIT=0): the P.V
+// wait of the overlapped loop is placed after the softmax's exponentials (see
+// there). Instantiated at D = 128 only: at D = 64 it measured 3% slower (run F8).
+template <class Cfg, typename T, bool kLateWait = false>
 __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, D = Cfg::kHeadDim;
   using GemmS = Wgmma<BN, T>;
@@ -210,12 +221,23 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   };
   auto flush = [&] {
     if (pending_k < 0) return;
-    store_tile(pending_k);
+    if constexpr (Cfg::kPackedEpilogue) {
+      int kk = pending_k;
+      opaque_int(kk);
+      a.sched.tile_at(kk, blockIdx.x, gridDim.x, c);
+      const BlockInfo<BM, BN> info(p, c);
+      store_output_packed<T, D>(p, c.batch, c.head, info.seq, info.m0 + 64 * wg, o, lse);
+    } else {
+      store_tile(pending_k);
+    }
     pending_k = -1;
   };
   auto start_tile = [&] {
 #pragma unroll
     for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    // Packed epilogue: the zeros stay after the packed stores (volatile asm keeps
+    // its order), so O's registers hold nothing while the packed values are live.
+    if constexpr (Cfg::kPackedEpilogue) fence_o();
     softmax.reset();
   };
 
@@ -285,6 +307,37 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           mbar_arrive(&sm.k_empty[st_next]);  // the producer may refill K right away
           if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
+          if constexpr (kLateWait) {
+            // The P.V wait after a branch: ptxas hoists a wgmma wait to the top of
+            // its basic block (it sat among the row maxima, before every
+            // exponential); behind a branch it can only come after the softmax.
+            // The branch is on a.one (always 1, a kernel parameter: a constant
+            // hidden only from the C++ compiler was folded by ptxas) so that all
+            // warps of the warpgroup take the same side: wgmma.wait_group is
+            // .aligned, and a branch on the warp's rescale vote (tried first) let
+            // the warps of one warpgroup run different waits (synccheck errors); a
+            // warpgroup vote (bar.red) fixed that but cost the gain (run F6). The
+            // other side is never run; it is complete (rescales unconditionally)
+            // and its wait differs in text, so that the compiler keeps both.
+            if (a.one != 0) {
+              wgmma_wait<0>();
+              fence_o();
+              if (!Cfg::kLazyRescale || __any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {
+#pragma unroll
+                for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+              }
+            } else {
+              wgmma_wait_alt<0>();
+              fence_o();
+#pragma unroll
+              for (int i = 0; i < D / 2; ++i) o[i] *= corr[(i >> 1) & 1];
+            }
+            mbar_arrive(&sm.v_empty[st]);
+            to_p();
+            ++kv_iter;
+            st = st_next;
+            continue;
+          }
           wgmma_wait<0>();
           fence_o();
           mbar_arrive(&sm.v_empty[st]);
@@ -330,9 +383,10 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       }
     }
     softmax.finish(a.sm, inv, lse);
-    if (Cfg::kDeferEpilogue && a.defer_epilogue)
+    if (Cfg::kDeferEpilogue && a.defer_epilogue) {
+      if constexpr (Cfg::kPackedEpilogue) pack_output<T, D>(o, inv);
       pending_k = k;
-    else
+    } else
       store_tile(k);
     ++tile_iter;
   }

@@ -59,6 +59,14 @@ __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 
+// The same wait under a different text (a PTX comment), so that the compiler does
+// not merge the copies on the two sides of a branch into one before it
+// (mainloop.cuh, late P.V wait).
+template <int N>
+__device__ __forceinline__ void wgmma_wait_alt() {
+  asm volatile("wgmma.wait_group.sync.aligned %0; // alt\n" ::"n"(N) : "memory");
+}
+
 // An empty asm that claims to modify `r`: keeps the compiler from moving reads or
 // writes of an accumulator across wgmma_fence/wgmma_wait (which name no registers).
 __device__ __forceinline__ void fence_operand(float& r) { asm volatile("" : "+f"(r)::"memory"); }
