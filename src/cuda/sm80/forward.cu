@@ -1,10 +1,12 @@
 // The sm80 tensor-core forward: head-dim buckets, what it supports, launch.
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
 #include "cuda/sm80/forward_kernel.cuh"
+#include "cuda/sm80/forward_pair.cuh"
 
 namespace flashattn::detail::cuda {
 
@@ -31,6 +33,19 @@ template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32
 // than two K/V stages at S >= 1k, and 2-11% slower with a causal mask at
 // S <= 4k (docs/perf/cuda_forward.md, v4), so the mask picks.
 using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
+// Head dim 256, masks only: warp pairs splitting S by keys and O by columns
+// (forward_pair.cuh, v5).
+using Pair256 = sm80::PairConfig<256, 64>;
+
+// A/B switch for the v5 measurement only: FLASHATTN_SM80_FWD_ALT=1 runs the v4
+// head-dim-256 kernel instead of the pair kernel.
+int fwd_alt() {
+  static const int v = [] {
+    const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
+    return e ? std::atoi(e) : 0;
+  }();
+  return v;
+}
 
 // Shared memory of the shaped instantiation, which also runs unshaped calls
 // where the lean one does not fit (its smaller key tile needs less).
@@ -59,12 +74,27 @@ void launch_with(const ForwardParams& p) {
   FA_CUDA_CHECK_LAUNCH();
 }
 
+template <typename T, typename Tr>
+void launch_pair(const ForwardParams& p) {
+  auto kernel = sm80::forward_pair_kernel<T, Tr>;
+  allow_dynamic_smem(kernel, Tr::kSmemBytes);
+  const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
+  const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
+  if (total == 0) return;
+  const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
+  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
+  FA_CUDA_CHECK_LAUNCH();
+}
+
 template <typename T, int kD>
 void launch(const ForwardParams& p) {
   const bool shaped = p.softcap > 0.0f || p.bias != nullptr || p.alibi != nullptr || !(p.scale > 0.0f);
   using Lean = typename Default<kD, false>::type;
   const std::size_t optin = current_device_info().smem_optin;
   if (shaped || Lean::kSmemBytes > optin) return launch_with<T, typename Default<kD, true>::type>(p);
+  if constexpr (kD == 256) {
+    if (fwd_alt() != 1 && Pair256::kSmemBytes <= optin) return launch_pair<T, Pair256>(p);
+  }
   if constexpr (kD == 128) {
     if (p.window_left < 0 && p.window_right < 0 && Unmasked128::kSmemBytes <= optin)
       return launch_with<T, Unmasked128>(p);
