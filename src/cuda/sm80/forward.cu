@@ -38,7 +38,8 @@ using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
 using Pair256 = sm80::PairConfig<256, 64>;
 
 // A/B switch for the v5 measurement only: FLASHATTN_SM80_FWD_ALT=1 runs the v4
-// head-dim-256 kernel instead of the pair kernel.
+// head-dim-256 kernel instead of the pair kernel; 2 orders the work items of
+// forward_kernel head-major (v4 kernels, d256 included, otherwise).
 int fwd_alt() {
   static const int v = [] {
     const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
@@ -64,7 +65,7 @@ bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 =
 
 template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
-  auto kernel = sm80::forward_kernel<T, Tr>;
+  auto kernel = fwd_alt() == 2 ? sm80::forward_kernel<T, Tr, true> : sm80::forward_kernel<T, Tr>;
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
@@ -93,7 +94,7 @@ void launch(const ForwardParams& p) {
   const std::size_t optin = current_device_info().smem_optin;
   if (shaped || Lean::kSmemBytes > optin) return launch_with<T, typename Default<kD, true>::type>(p);
   if constexpr (kD == 256) {
-    if (fwd_alt() != 1 && Pair256::kSmemBytes <= optin) return launch_pair<T, Pair256>(p);
+    if (fwd_alt() == 0 && Pair256::kSmemBytes <= optin) return launch_pair<T, Pair256>(p);
   }
   if constexpr (kD == 128) {
     if (p.window_left < 0 && p.window_right < 0 && Unmasked128::kSmemBytes <= optin)

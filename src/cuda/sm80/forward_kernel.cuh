@@ -37,7 +37,10 @@ template <> struct Pair<__nv_bfloat16> {
 
 // kShaped: softcap, bias or ALiBi present (or a scale <= 0); masks alone
 // (causal, window, ragged tails) run in the lean instantiation.
-template <typename T, typename Tr>
+// kHeadMajor (measurement of v5 only): work items ordered head-major (all
+// batches of head 0, then head 1, ...) as FlashAttention-2's grid (m, b, h),
+// instead of batch-major.
+template <typename T, typename Tr, bool kHeadMajor = false>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
   constexpr int kD = Tr::kD;
@@ -76,8 +79,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     // the last query tile, the costliest under a causal mask, starts first.
     const std::int64_t tile = num_tiles - 1 - work % num_tiles;
     const std::int64_t bh = work / num_tiles;
-    const int h = int(bh % p.heads_q);
-    const int b = int(bh / p.heads_q);
+    const int h = kHeadMajor ? int(bh / p.batch) : int(bh % p.heads_q);
+    const int b = kHeadMajor ? int(bh % p.batch) : int(bh / p.heads_q);
     const SequenceView s = sequence(p, b);
     const std::int64_t m0 = tile * kBM;
     if (m0 >= s.len_q) continue;  // uniform over the block
