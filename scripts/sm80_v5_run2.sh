@@ -10,6 +10,15 @@ OUT=${OUT:-/tmp/fa_out}; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 t0=$SECONDS
 for i in 0 1 2 3 4 5 6 7; do
+  GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 240 ./test_forward >/tmp/tf_$i.log 2>&1 &
+done
+wait
+cat /tmp/tf_*.log > "$OUT/tests.log"
+echo "test_forward: passed $(grep -h -E '^\[  PASSED  \]' /tmp/tf_*.log | awk '{s+=$4} END{print s}'), failed $(cat /tmp/tf_*.log | grep -E '^\[  FAILED  \] .*MatchesReference' | awk '{print $4}' | sort -u | wc -l), skipped $(grep -h -E '^\[  SKIPPED \] [0-9]+ test' /tmp/tf_*.log | awk '{s+=$4} END{print s+0}') [$((SECONDS-t0)) s]"
+grep -h -E '^\[  FAILED  \]' /tmp/tf_*.log | sort -u | head -10
+timeout 120 ./test_forward_api >/tmp/tfa.log 2>&1; echo "test_forward_api rc=$? $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' /tmp/tfa.log | tr '\n' ' ')"
+rm -f /tmp/tf_*.log
+for i in 0 1 2 3 4 5 6 7; do
   FLASHATTN_SM80_FWD_ALT=2 GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 200 ./test_forward --gtest_filter='Sm80*' >/tmp/tf_$i.log 2>&1 &
 done
 wait
@@ -19,6 +28,9 @@ FLASHATTN_SM80_FWD_ALT=1 timeout 90 ./flashattn_gpu_bench sm80 >"$OUT/bench_v4.t
 FLASHATTN_SM80_FWD_ALT=2 timeout 90 ./flashattn_gpu_bench sm80 >"$OUT/bench_hm.txt" 2>&1; echo "bench head-major rc=$? [$((SECONDS-t0)) s]"
 timeout 200 python3 "$TREE/tests/gpu/bench_peers.py" "$OUT/bench_hm.txt" base="$OUT/bench_v4.txt" >"$OUT/bench_table.md" 2>&1
 echo "peers rc=$? [$((SECONDS-t0)) s]"
+timeout 60 ./flashattn_gpu_bench portable >"$OUT/bench_f32.txt" 2>&1; echo "bench fp32 rc=$? [$((SECONDS-t0)) s]"
+timeout 120 python3 "$TREE/tests/gpu/bench_peers.py" fp32 "$OUT/bench_f32.txt" >"$OUT/bench_f32_table.md" 2>&1; echo "peers fp32 rc=$? [$((SECONDS-t0)) s]"
+cat "$OUT/bench_f32_table.md"
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 echo "ncu: $NCU"
 M=gpu__time_duration.sum,sm__cycles_active.avg,sm__cycles_elapsed.avg,sm__warps_active.avg.pct_of_peak_sustained_active,sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,l1tex__data_pipe_lsu_wavefronts_mem_shared.sum,lts__t_sector_hit_rate.pct,dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum,launch__grid_size,launch__registers_per_thread,launch__occupancy_limit_registers,launch__occupancy_limit_shared_mem,smsp__issue_active.avg.pct_of_peak_sustained_active,smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio,smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_short_scoreboard_per_issue_active.ratio,smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_wait_per_issue_active.ratio,smsp__average_warps_issue_stalled_not_selected_per_issue_active.ratio,smsp__average_warps_issue_stalled_lg_throttle_per_issue_active.ratio,smsp__average_warps_issue_stalled_membar_per_issue_active.ratio,smsp__average_warps_issue_stalled_dispatch_stall_per_issue_active.ratio,smsp__average_warps_issue_stalled_no_instruction_per_issue_active.ratio

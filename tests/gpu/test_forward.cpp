@@ -154,13 +154,13 @@ std::vector<Param> portable_cases() {
       c.causal = d % 2 == 1;
       v.push_back({Backend::cuda_portable, c});
     }
-  // The register-tiled fp32 kernel (head dims 33..128): several query and key
-  // tiles with ragged ends, both buckets, 16-byte and 4-byte copies (d 98).
-  for (int d : {96, 98, 128})
+  // The register-tiled fp32 kernel (head dims 33..256): several query and key
+  // tiles with ragged ends, every bucket, 16-byte and 4-byte copies (d 98, 162).
+  for (int d : {96, 98, 128, 162, 256})
     for (bool causal : {false, true}) {
       Case c = base(DType::f32, d, 300, 517);
       c.causal = causal;
-      c.alignment = d == 98 ? Alignment::top_left : Alignment::bottom_right;
+      c.alignment = d == 98 || d == 162 ? Alignment::top_left : Alignment::bottom_right;
       v.push_back({Backend::cuda_portable, c});
     }
   feature_cases(v, Backend::cuda_portable, {DType::f32, DType::bf16, DType::f16}, 64, 33, Layout::padded);
