@@ -6,7 +6,6 @@
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
 #include "cuda/sm80/forward_kernel.cuh"
-#include "cuda/sm80/forward_pair.cuh"
 
 namespace flashattn::detail::cuda {
 
@@ -33,13 +32,8 @@ template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32
 // than two K/V stages at S >= 1k, and 2-11% slower with a causal mask at
 // S <= 4k (docs/perf/cuda_forward.md, v4), so the mask picks.
 using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
-// Head dim 256, masks only: warp pairs splitting S by keys and O by columns
-// (forward_pair.cuh, v5).
-using Pair256 = sm80::PairConfig<256, 64>;
-
 // A/B switch for the v5 measurement only: FLASHATTN_SM80_FWD_ALT=1 runs the v4
-// head-dim-256 kernel instead of the pair kernel; 2 orders the work items of
-// forward_kernel head-major (v4 kernels, d256 included, otherwise).
+// kernels (kLeanBlock off).
 int fwd_alt() {
   static const int v = [] {
     const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
@@ -65,22 +59,11 @@ bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 =
 
 template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
-  auto kernel = fwd_alt() == 2 ? sm80::forward_kernel<T, Tr, true> : sm80::forward_kernel<T, Tr>;
-  allow_dynamic_smem(kernel, Tr::kSmemBytes);
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
-  if (total == 0) return;
-  const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
-  kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
-  FA_CUDA_CHECK_LAUNCH();
-}
-
-template <typename T, typename Tr>
-void launch_pair(const ForwardParams& p) {
-  auto kernel = sm80::forward_pair_kernel<T, Tr>;
+  // kLeanBlock decodes work items in 32 bits.
+  auto kernel = fwd_alt() != 1 && total <= INT_MAX ? sm80::forward_kernel<T, Tr, true> : sm80::forward_kernel<T, Tr>;
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
-  const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
-  const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
   if (total == 0) return;
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
@@ -93,9 +76,6 @@ void launch(const ForwardParams& p) {
   using Lean = typename Default<kD, false>::type;
   const std::size_t optin = current_device_info().smem_optin;
   if (shaped || Lean::kSmemBytes > optin) return launch_with<T, typename Default<kD, true>::type>(p);
-  if constexpr (kD == 256) {
-    if (fwd_alt() == 0 && Pair256::kSmemBytes <= optin) return launch_pair<T, Pair256>(p);
-  }
   if constexpr (kD == 128) {
     if (p.window_left < 0 && p.window_right < 0 && Unmasked128::kSmemBytes <= optin)
       return launch_with<T, Unmasked128>(p);

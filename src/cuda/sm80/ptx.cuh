@@ -59,20 +59,6 @@ __device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&d)[4], const st
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// PTX ISA "Parallel Synchronization and Communication Instructions: bar,
-// barrier": bar.sync waits on named barrier `id` (1-15; 0 is __syncthreads)
-// until `threads` threads have arrived, with shared-memory writes made before
-// arriving visible to the waiting threads.
-__device__ __forceinline__ void bar_sync(int id, int threads) {
-  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-// Same section, bar.arrive: counts this warp toward barrier `id` without
-// waiting (the producer side of a producer/consumer pair of warps).
-__device__ __forceinline__ void bar_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 // PTX ISA "Floating Point Instructions: ex2": 2^x in one MUFU.EX2, flushing
 // subnormals (ex2.approx.ftz(-inf) = +0, which masked scores rely on). The
 // exp2f() of the math library adds range fix-ups around the same instruction.
