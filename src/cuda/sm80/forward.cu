@@ -1,7 +1,6 @@
 // The sm80 tensor-core forward: head-dim buckets, what it supports, launch.
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
@@ -32,15 +31,6 @@ template <bool S> struct Default<256, S> { using type = sm80::Config<256, S ? 32
 // than two K/V stages at S >= 1k, and 2-11% slower with a causal mask at
 // S <= 4k (docs/perf/cuda_forward.md, v4), so the mask picks.
 using Unmasked128 = sm80::Config<128, 64, 1, false, false>;
-// A/B switch for the v5 measurement only: FLASHATTN_SM80_FWD_ALT=1 runs the v4
-// kernels (kLeanBlock off).
-int fwd_alt() {
-  static const int v = [] {
-    const char* e = std::getenv("FLASHATTN_SM80_FWD_ALT");
-    return e ? std::atoi(e) : 0;
-  }();
-  return v;
-}
 
 // Shared memory of the shaped instantiation, which also runs unshaped calls
 // where the lean one does not fit (its smaller key tile needs less).
@@ -61,8 +51,11 @@ template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
-  // kLeanBlock decodes work items in 32 bits.
-  auto kernel = fwd_alt() != 1 && total <= INT_MAX ? sm80::forward_kernel<T, Tr, true> : sm80::forward_kernel<T, Tr>;
+  // kLeanBlock (32-bit work decoding, so total < 2^31) at head dim 256 without
+  // shaping: +0.5-6% there; at 64 it measured 1-3% slower, at 128 within
+  // +-2.5% (docs/perf/cuda_forward.md, v5), so the other kernels stay v4's.
+  constexpr bool kLeanBlock = Tr::kD == 256 && !Tr::kShaped;
+  auto kernel = kLeanBlock && total <= INT_MAX ? sm80::forward_kernel<T, Tr, kLeanBlock> : sm80::forward_kernel<T, Tr>;
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
   if (total == 0) return;
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
