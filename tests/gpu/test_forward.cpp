@@ -154,13 +154,13 @@ std::vector<Param> portable_cases() {
       c.causal = d % 2 == 1;
       v.push_back({Backend::cuda_portable, c});
     }
-  // The register-tiled fp32 kernel (head dims 33..128): several query and key
-  // tiles with ragged ends, both buckets, 16-byte and 4-byte copies (d 98).
-  for (int d : {96, 98, 128})
+  // The register-tiled fp32 kernel (head dims 33..256): several query and key
+  // tiles with ragged ends, every bucket, 16-byte and 4-byte copies (d 98, 162).
+  for (int d : {96, 98, 128, 162, 256})
     for (bool causal : {false, true}) {
       Case c = base(DType::f32, d, 300, 517);
       c.causal = causal;
-      c.alignment = d == 98 ? Alignment::top_left : Alignment::bottom_right;
+      c.alignment = d == 98 || d == 162 ? Alignment::top_left : Alignment::bottom_right;
       v.push_back({Backend::cuda_portable, c});
     }
   feature_cases(v, Backend::cuda_portable, {DType::f32, DType::bf16, DType::f16}, 64, 33, Layout::padded);
@@ -177,6 +177,50 @@ std::vector<Param> sm80_cases() {
       v.push_back({Backend::cuda_sm80, c});
     }
   feature_cases(v, Backend::cuda_sm80, {DType::bf16, DType::f16}, 128, 64, Layout::bhsd);
+  // Head dim 256 with masks only (the warp-pair kernel, v5): odd sizes, both
+  // causal alignments, several query and key tiles, windows, GQA, varlen with
+  // empty sequences, strided layouts; 248 runs padded.
+  {
+    int n = 0;
+    auto dt_next = [&] { return n++ % 2 ? DType::f16 : DType::bf16; };
+    for (auto [sq, sk] : {std::pair<int, int>{17, 17}, {113, 1000}, {1000, 113}, {700, 1}, {1, 700}}) {
+      Case c = base(dt_next(), 256, sq, sk);
+      v.push_back({Backend::cuda_sm80, c});
+      c.causal = true;
+      v.push_back({Backend::cuda_sm80, c});
+      c.alignment = Alignment::top_left;
+      v.push_back({Backend::cuda_sm80, c});
+    }
+    for (auto [l, r] : {std::pair<int, int>{50, 20}, {0, 0}, {100, -1}, {-1, 30}})
+      for (Alignment a : {Alignment::bottom_right, Alignment::top_left}) {
+        Case c = base(dt_next(), 256, 333, 517);
+        c.window_left = l;
+        c.window_right = r;
+        c.alignment = a;
+        v.push_back({Backend::cuda_sm80, c});
+      }
+    for (int hkv : {2, 1}) {
+      Case c = base(dt_next(), hkv == 1 ? 248 : 256, 129, 129);
+      c.heads_q = 4;
+      c.heads_kv = hkv;
+      c.causal = hkv == 1;
+      v.push_back({Backend::cuda_sm80, c});
+    }
+    {
+      Case c = base(dt_next(), 256, 0, 0);
+      c.varlen_q = {0, 17, 113, 1, 64};
+      c.varlen_k = {5, 0, 130, 7, 64};
+      c.varlen_pad_rows = 3;
+      v.push_back({Backend::cuda_sm80, c});
+      c.causal = true;
+      v.push_back({Backend::cuda_sm80, c});
+    }
+    for (bool causal : {false, true}) {
+      Case c = base(dt_next(), 256, 77, 300, Layout::bhsd);
+      c.causal = causal;
+      v.push_back({Backend::cuda_sm80, c});
+    }
+  }
   // The large head dims with features (Q read from shared memory there).
   for (int d : {192, 256}) {
     Case c = base(DType::bf16, d, 200, 333, Layout::bhsd);

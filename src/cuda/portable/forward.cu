@@ -36,8 +36,9 @@ void launch(const ForwardParams& p) {
   FA_CUDA_CHECK_LAUNCH();
 }
 
-// fp32 with head dims 33..128: the register-tiled kernel where its shared
-// memory fits the device (not sm_75's 64 KB); anything else the element-wise one.
+// fp32 with head dims 33..256: the register-tiled kernel where its shared
+// memory fits the device (head dims <= 128: not sm_75's 64 KB; above 128:
+// 214 KB, sm_90); anything else the element-wise one.
 template <int kD>
 void launch_f32_tiled(const ForwardParams& p) {
   using Tl = portable::F32Tile<kD>;
@@ -52,15 +53,21 @@ void launch_f32_tiled(const ForwardParams& p) {
 }
 
 bool f32_tiled(const ForwardParams& p) {
-  if (p.head_dim <= 32 || p.head_dim > 128) return false;
-  const std::size_t need = p.head_dim <= 64 ? portable::F32Tile<64>::kSmemBytes : portable::F32Tile<128>::kSmemBytes;
+  if (p.head_dim <= 32 || p.head_dim > 256) return false;
+  const std::size_t need = p.head_dim <= 64    ? portable::F32Tile<64>::kSmemBytes
+                           : p.head_dim <= 128 ? portable::F32Tile<128>::kSmemBytes
+                                               : portable::F32Tile<256>::kSmemBytes;
   return need <= current_device_info().smem_optin;
 }
 
 template <typename T>
 void launch_dtype(const ForwardParams& p) {
   if constexpr (std::is_same_v<T, float>) {
-    if (f32_tiled(p)) return p.head_dim <= 64 ? launch_f32_tiled<64>(p) : launch_f32_tiled<128>(p);
+    if (f32_tiled(p)) {
+      if (p.head_dim <= 64) return launch_f32_tiled<64>(p);
+      if (p.head_dim <= 128) return launch_f32_tiled<128>(p);
+      return launch_f32_tiled<256>(p);
+    }
   }
   if (p.head_dim <= 32) return launch<T, 32>(p);
   if (p.head_dim <= 64) return launch<T, 64>(p);

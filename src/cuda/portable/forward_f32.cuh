@@ -1,10 +1,10 @@
 // The register-tiled fp32 forward (exact fp32 FMA, no TF32), the fp32 path
-// for head dims 33..128; the element-per-lane kernel in forward_kernel.cuh
-// stays the every-dtype baseline.
+// for head dims 33..256 where its shared memory fits; the element-per-lane
+// kernel in forward_kernel.cuh stays the every-dtype baseline.
 //
-// A block of 256 threads owns kBM = 128 query rows of one (batch, head), as a
-// 16 x 16 grid of threads (ty, tx). Per key tile of kBN = 64 keys:
-//   S = Q K^T   thread (ty, tx) computes rows ty + 16*i (i < 8) x keys tx + 16*jj
+// A block of 256 threads owns kBM = 128 query rows (64 at head dim 256) of one
+// (batch, head), as a 16 x 16 grid of threads (ty, tx). Per key tile of kBN = 64 keys:
+//   S = Q K^T   thread (ty, tx) computes rows ty + 16*i (i < kBM/16) x keys tx + 16*jj
 //               (jj < 4) from shared-memory tiles, 4 head-dim columns per step:
 //               12 float4 loads feed 128 FMA (the SIMT GEMM pattern);
 //   softmax     the row's 64 scores sit in the 16 lanes of one half-warp: the
@@ -26,10 +26,12 @@
 
 namespace flashattn::detail::cuda::portable {
 
+// kBM = 64 at head dim 256 (v5): 128 rows of Q alone would take 133 KB of
+// shared memory; 64 rows keep the whole tile at 214 KB (sm_90's 227 KB fit).
 template <int kD>
 struct F32Tile {
   static constexpr int kThreads = 256;
-  static constexpr int kBM = 128, kBN = 64;
+  static constexpr int kBM = kD > 128 ? 64 : 128, kBN = 64;
   static constexpr int kRows = kBM / 16;  // rows per thread
   static constexpr int kKeys = kBN / 16;  // keys per thread in S
   static constexpr int kCC = kD / 64;     // float4 column groups per thread in O
@@ -40,7 +42,7 @@ struct F32Tile {
                                              std::size_t(kBN) * kVS + std::size_t(kBM) * kPS;
   static constexpr std::size_t kSmemBytes = kSmemFloats * sizeof(float);
   static constexpr int kMinBlocks = 1;
-  static_assert(kD % 64 == 0, "head-dim buckets of the tiled kernel are 64 and 128");
+  static_assert(kD % 64 == 0, "head-dim buckets of the tiled kernel are 64, 128 and 256");
 };
 
 // Copies rows [0, kRows) x columns [0, kD) of an operand into shared memory

@@ -49,10 +49,14 @@ bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 =
 
 template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
-  auto kernel = sm80::forward_kernel<T, Tr>;
-  allow_dynamic_smem(kernel, Tr::kSmemBytes);
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
   const std::int64_t total = tiles * p.heads_q * std::int64_t(p.batch);
+  // kLeanBlock (32-bit work decoding, so total < 2^31) at head dim 256 without
+  // shaping: +0.5-6% there; at 64 it measured 1-3% slower, at 128 within
+  // +-2.5% (docs/perf/cuda_forward.md, v5), so the other kernels stay v4's.
+  constexpr bool kLeanBlock = Tr::kD == 256 && !Tr::kShaped;
+  auto kernel = kLeanBlock && total <= INT_MAX ? sm80::forward_kernel<T, Tr, kLeanBlock> : sm80::forward_kernel<T, Tr>;
+  allow_dynamic_smem(kernel, Tr::kSmemBytes);
   if (total == 0) return;
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);
   kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream_of(p)>>>(p, tiles, total);
