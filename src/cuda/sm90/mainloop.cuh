@@ -84,9 +84,11 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
     const BlockInfo<BM, BN> info(p, c);
     if (!info.valid) continue;
     const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
-    const int q_row = int(info.seq.q_row0 + info.m0);
+    // Split Q's first row (set in its branch so that the default's code stays as it was).
+    [[maybe_unused]] int q_row_split = 0;
     // One warpgroup's 64 rows of Q (split Q; the tensor map's box is 64 rows).
     auto load_q_part = [&](int w) {
+      const int q_row = q_row_split;
       if (tile_iter > 0) mbar_wait(sm.q_empty_of(w), (tile_iter - 1) & 1);
       mbar_expect_tx(sm.q_full_of(w), Cfg::kQBytes / Cfg::kConsumerWarpgroups);
 #pragma unroll
@@ -98,12 +100,14 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
     // 4 bytes there).
     constexpr bool kQAfterKV = Cfg::kHeadDim <= 128;
     if constexpr (kSplitQ) {
+      q_row_split = int(info.seq.q_row0 + info.m0);
       load_q_part(0);
       if constexpr (!kQAfterKV)
         for (int w = 1; w < Cfg::kConsumerWarpgroups; ++w) load_q_part(w);
     } else {
       if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
       mbar_expect_tx(sm.q_full, Cfg::kQBytes);
+      const int q_row = int(info.seq.q_row0 + info.m0);
 #pragma unroll
       for (int ch = 0; ch < Cfg::kChunks; ++ch)
         tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
