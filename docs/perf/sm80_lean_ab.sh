@@ -3,7 +3,8 @@
 # FLASHATTN_SM80_FWD_LEAN=3 (kLeanEnds in the unshaped D = 64 and D = 128 kernels)
 # against the default (v5), in one call, beside SDPA's FlashAttention-2.
 #   1. test_forward's Sm80 cases (every sm80 forward kernel, the new lean-mask
-#      cases at D = 64/128 included) under the switch, 8 shards in parallel;
+#      cases at D = 64/128 included) under the switch, 8 shards in parallel, and
+#      test_forward_api beside them;
 #   2. flashattn_gpu_bench sm80 (D = 64/128/256, both dtypes, S = 512..16k) as
 #      default, switch, default, switch (ABAB: drift shows as A1 vs A2); D = 256
 #      is a control (the switch leaves its kernels alone, so its ratio is noise);
@@ -23,11 +24,12 @@ SUM=$OUT/sm80_lean_ab.txt
 : >"$SUM"
 say() { echo "$*" | tee -a "$SUM"; }
 
-say "== tests: FLASHATTN_SM80_FWD_LEAN=$SW test_forward --gtest_filter='Sm80/*' (8 shards) [$(el) s]"
+say "== tests: FLASHATTN_SM80_FWD_LEAN=$SW test_forward --gtest_filter='Sm80/*' (8 shards) + test_forward_api [$(el) s]"
 for i in 0 1 2 3 4 5 6 7; do
   FLASHATTN_SM80_FWD_LEAN=$SW GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i timeout 60 \
     $BUILD/tests/gpu/test_forward --gtest_filter='Sm80/*' --gtest_brief=1 >$L/test_$i.log 2>&1 &
 done
+FLASHATTN_SM80_FWD_LEAN=$SW timeout 60 $BUILD/tests/gpu/test_forward_api --gtest_brief=1 >$L/test_api.log 2>&1 &
 wait
 cat $L/test_*.log >$L/tests.log
 # gtest's closing summary per shard: "[  PASSED  ] N tests.", "[  FAILED  ] N tests, listed below:", ...
