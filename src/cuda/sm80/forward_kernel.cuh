@@ -42,7 +42,7 @@ template <> struct Pair<__nv_bfloat16> {
 // without predicates, and output stores without column checks when
 // head_dim == kD. ncu (d256, S=1k) put v4's fixed cost per block at ~2,150
 // warp instructions against ~900 for FlashAttention-2's same-shaped kernel.
-// kLeanEnds (v6 candidate, FLASHATTN_SM80_FWD_LEAN=1, D = 64/128): the same
+// kLeanEnds (v6 candidate, FLASHATTN_SM80_FWD_LEAN, D = 64/128): the same
 // per-block savings outside the key loop only (32-bit work decoding and
 // mask ranges, whole-tile Q copy, output and lse addressed from one 64-bit
 // tile base plus 32-bit row offsets, unchecked columns), with v4's key-loop
@@ -110,8 +110,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     // ([full_lo, full_hi)): tiles inside the latter need no masking.
     int kb, ke, full_lo, full_hi, diag;
     if constexpr (kLeanEnds) {
-      // 32-bit: sequence lengths are below 2^31 - 256 (sm80_unsupported), so
-      // every index here fits; the clamps match Mask::key_begin/key_end.
+      // 32-bit: the launch takes this kernel only for sequence lengths and
+      // windows below 2^29, so i + diag +- window + 1 fits an int; the clamps
+      // match Mask::key_begin/key_end.
       const int lk = int(s.len_k), m0s = int(m0), last = m0s + rows - 1;
       diag = int(mask.diag);
       const int wl = p.window_left, wr = p.window_right;
