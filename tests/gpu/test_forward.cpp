@@ -177,14 +177,15 @@ std::vector<Param> sm80_cases() {
       v.push_back({Backend::cuda_sm80, c});
     }
   feature_cases(v, Backend::cuda_sm80, {DType::bf16, DType::f16}, 128, 64, Layout::bhsd);
-  // Head dim 256 with masks only (the warp-pair kernel, v5): odd sizes, both
-  // causal alignments, several query and key tiles, windows, GQA, varlen with
-  // empty sequences, strided layouts; 248 runs padded.
-  {
+  // Head dims 256 (v5's lean kernel) and 64/128 (v6's kLeanEnds candidate,
+  // FLASHATTN_SM80_FWD_LEAN) with masks only: odd sizes, both causal
+  // alignments, several query and key tiles, windows, GQA, varlen with empty
+  // sequences, strided layouts; the GQA/MQA pair's MQA case runs padded (d - 8).
+  for (int dl : {256, 64, 128}) {
     int n = 0;
     auto dt_next = [&] { return n++ % 2 ? DType::f16 : DType::bf16; };
     for (auto [sq, sk] : {std::pair<int, int>{17, 17}, {113, 1000}, {1000, 113}, {700, 1}, {1, 700}}) {
-      Case c = base(dt_next(), 256, sq, sk);
+      Case c = base(dt_next(), dl, sq, sk);
       v.push_back({Backend::cuda_sm80, c});
       c.causal = true;
       v.push_back({Backend::cuda_sm80, c});
@@ -193,21 +194,21 @@ std::vector<Param> sm80_cases() {
     }
     for (auto [l, r] : {std::pair<int, int>{50, 20}, {0, 0}, {100, -1}, {-1, 30}})
       for (Alignment a : {Alignment::bottom_right, Alignment::top_left}) {
-        Case c = base(dt_next(), 256, 333, 517);
+        Case c = base(dt_next(), dl, 333, 517);
         c.window_left = l;
         c.window_right = r;
         c.alignment = a;
         v.push_back({Backend::cuda_sm80, c});
       }
     for (int hkv : {2, 1}) {
-      Case c = base(dt_next(), hkv == 1 ? 248 : 256, 129, 129);
+      Case c = base(dt_next(), hkv == 1 ? dl - 8 : dl, 129, 129);
       c.heads_q = 4;
       c.heads_kv = hkv;
       c.causal = hkv == 1;
       v.push_back({Backend::cuda_sm80, c});
     }
     {
-      Case c = base(dt_next(), 256, 0, 0);
+      Case c = base(dt_next(), dl, 0, 0);
       c.varlen_q = {0, 17, 113, 1, 64};
       c.varlen_k = {5, 0, 130, 7, 64};
       c.varlen_pad_rows = 3;
@@ -216,7 +217,7 @@ std::vector<Param> sm80_cases() {
       v.push_back({Backend::cuda_sm80, c});
     }
     for (bool causal : {false, true}) {
-      Case c = base(dt_next(), 256, 77, 300, Layout::bhsd);
+      Case c = base(dt_next(), dl, 77, 300, Layout::bhsd);
       c.causal = causal;
       v.push_back({Backend::cuda_sm80, c});
     }
