@@ -52,12 +52,11 @@ while read -r name n; do
   if (( n == 0 )); then echo "FAIL: $name has no HGMMA"; fail=1; else echo "ok: $n HGMMA in $name"; fi
 done <<<"$counts"
 
-# The late P.V wait (mainloop.cuh kLateWait: the first bool after the element type,
-# instantiations named ...halfLb1E / ...bfloat16Lb1E; the second is kSplitQ): in the
+# The late P.V wait (mainloop.cuh kLateWait, instantiations named ...Lb1E): in the
 # steady loop, from the S wait (DEPBAR gsb0 0x1) to the next turn (BAR.SYNC on a
 # register id), no MUFU.EX2 may follow the P.V wait (DEPBAR gsb0 0x0); ptxas hoisting
 # it back above the softmax would show up here.
-late=$(awk '/Function : /{name=$3; keep=(name ~ /4sm90/ && name ~ /forward_kernel/ && name ~ /(half|bfloat16)Lb1E/); st=0}
+late=$(awk '/Function : /{name=$3; keep=(name ~ /4sm90/ && name ~ /forward_kernel/ && name ~ /Lb1E/); st=0}
   keep && st==0 && /DEPBAR.LE gsb0, 0x1/{st=1; ex=0; next}
   keep && st==1 && /DEPBAR.LE gsb0, 0x0/{st=2}
   keep && st==2 && /MUFU.EX2/{ex++}

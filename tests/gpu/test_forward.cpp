@@ -177,8 +177,7 @@ std::vector<Param> sm80_cases() {
       v.push_back({Backend::cuda_sm80, c});
     }
   feature_cases(v, Backend::cuda_sm80, {DType::bf16, DType::f16}, 128, 64, Layout::bhsd);
-  // Head dims 256 (v5's lean kernel) and 64/128 (v6's kLeanEnds candidate,
-  // FLASHATTN_SM80_FWD_LEAN) with masks only: odd sizes, both causal
+  // Head dims 256 (v5's lean kernel), 64 and 128 with masks only: odd sizes, both causal
   // alignments, several query and key tiles, windows, GQA, varlen with empty
   // sequences, strided layouts; the GQA/MQA pair's MQA case runs padded (d - 8).
   for (int dl : {256, 64, 128}) {

@@ -1,7 +1,6 @@
 // The sm80 tensor-core forward: head-dim buckets, what it supports, launch.
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 
 #include "cuda/families.hpp"
 #include "cuda/portable/launch_util.cuh"
@@ -48,26 +47,6 @@ std::size_t smem_for(int d) {
 bool aligned16(const void* ptr) { return (reinterpret_cast<std::uintptr_t>(ptr) & 15u) == 0; }
 bool stride_ok(const OperandStrides& s) { return s.batch % 8 == 0 && s.row % 8 == 0 && s.head % 8 == 0; }
 
-// v6 candidate switch, read once: FLASHATTN_SM80_FWD_LEAN is a bit mask of head
-// dims whose unshaped kernels take kLeanEnds (1: D = 64, 2: D = 128, 3: both);
-// unset or 0 keeps v5's kernels (docs/perf/cuda_forward.md, v6).
-int lean_ends_mask() {
-  static const int mask = [] {
-    const char* v = std::getenv("FLASHATTN_SM80_FWD_LEAN");
-    return v != nullptr && *v != '\0' ? std::atoi(v) : 0;
-  }();
-  return mask;
-}
-
-// kLeanEnds keeps mask ranges and output/lse row offsets in 32 bits.
-bool lean_ends_fits(const ForwardParams& p, int block_m) {
-  constexpr std::int64_t kLim = std::int64_t(1) << 29;  // i + diag +- window + 1 stays in int
-  const auto small = [&](std::int64_t v) { return v < kLim; };
-  const auto row_ok = [&](std::int64_t stride) { return stride >= 0 && stride <= INT_MAX / block_m; };
-  return small(p.seqlen_q) && small(p.seqlen_k) && small(p.window_left) && small(p.window_right) &&
-         row_ok(p.out_strides.row) && row_ok(p.lse_row);
-}
-
 template <typename T, typename Tr>
 void launch_with(const ForwardParams& p) {
   const std::int64_t tiles = (p.seqlen_q + Tr::kBM - 1) / Tr::kBM;
@@ -77,11 +56,6 @@ void launch_with(const ForwardParams& p) {
   // +-2.5% (docs/perf/cuda_forward.md, v5), so the other kernels stay v4's.
   constexpr bool kLeanBlock = Tr::kD == 256 && !Tr::kShaped;
   auto kernel = kLeanBlock && total <= INT_MAX ? sm80::forward_kernel<T, Tr, kLeanBlock> : sm80::forward_kernel<T, Tr>;
-  if constexpr ((Tr::kD == 64 || Tr::kD == 128) && !Tr::kShaped) {
-    const int bit = Tr::kD == 64 ? 1 : 2;
-    if ((lean_ends_mask() & bit) != 0 && total <= INT_MAX && lean_ends_fits(p, Tr::kBM))
-      kernel = sm80::forward_kernel<T, Tr, false, true>;
-  }
   allow_dynamic_smem(kernel, Tr::kSmemBytes);
   if (total == 0) return;
   const unsigned grid = unsigned(total < INT_MAX ? total : INT_MAX);

@@ -42,13 +42,7 @@ template <> struct Pair<__nv_bfloat16> {
 // without predicates, and output stores without column checks when
 // head_dim == kD. ncu (d256, S=1k) put v4's fixed cost per block at ~2,150
 // warp instructions against ~900 for FlashAttention-2's same-shaped kernel.
-// kLeanEnds (v6 candidate, FLASHATTN_SM80_FWD_LEAN, D = 64/128): the same
-// per-block savings outside the key loop only (32-bit work decoding and
-// mask ranges, whole-tile Q copy, output and lse addressed from one 64-bit
-// tile base plus 32-bit row offsets, unchecked columns), with v4's key-loop
-// copies, so that the loop's register allocation stays v4's (kLeanBlock's
-// whole-tile K/V copies cost d64 1-3% in v5).
-template <typename T, typename Tr, bool kLeanBlock = false, bool kLeanEnds = false>
+template <typename T, typename Tr, bool kLeanBlock = false>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     forward_kernel(const ForwardParams p, std::int64_t num_tiles, std::int64_t total_work) {
   constexpr int kD = Tr::kD;
@@ -87,7 +81,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     // the last query tile, the costliest under a causal mask, starts first.
     std::int64_t tile;
     int h, b;
-    if constexpr (kLeanBlock || kLeanEnds) {
+    if constexpr (kLeanBlock) {
       const unsigned w = unsigned(work), nt = unsigned(num_tiles), hq = unsigned(p.heads_q);
       const unsigned bh = w / nt;
       tile = nt - 1 - (w - bh * nt);
@@ -108,28 +102,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
 
     // Keys any row of the tile sees ([kb, ke)), and the keys every row sees
     // ([full_lo, full_hi)): tiles inside the latter need no masking.
-    int kb, ke, full_lo, full_hi, diag;
-    if constexpr (kLeanEnds) {
-      // 32-bit: the launch takes this kernel only for sequence lengths and
-      // windows below 2^29, so i + diag +- window + 1 fits an int; the clamps
-      // match Mask::key_begin/key_end.
-      const int lk = int(s.len_k), m0s = int(m0), last = m0s + rows - 1;
-      diag = int(mask.diag);
-      const int wl = p.window_left, wr = p.window_right;
-      auto kbeg = [&](int i) { const int v = i + diag - wl; return wl < 0 ? 0 : (v < 0 ? 0 : v); };
-      auto kend = [&](int i) { const int v = i + diag + wr + 1; return wr < 0 ? lk : (v < 0 ? 0 : (v > lk ? lk : v)); };
-      kb = kbeg(m0s);
-      ke = kend(last);
-      full_lo = kbeg(last);
-      full_hi = kend(m0s);
-    } else {
-      kb = int(mask.key_begin(m0));
-      ke = int(mask.key_end(m0 + rows - 1));
-      full_lo = int(mask.key_begin(m0 + rows - 1));
-      full_hi = int(mask.key_end(m0));
-      diag = int(mask.diag);
-    }
+    const int kb = int(mask.key_begin(m0));
+    const int ke = int(mask.key_end(m0 + rows - 1));
+    const int full_lo = int(mask.key_begin(m0 + rows - 1));
+    const int full_hi = int(mask.key_end(m0));
     const int n_first = kb / kBN * kBN;
+    const int diag = int(mask.diag);
 
     // Row info for masking is rebuilt inside the (rare) masked tiles from
     // these few ints instead of being held across the loop (12 registers that
@@ -153,7 +131,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     const T* k_head = kg + operand_offset(p.k_strides, b, s.k_row0, 0, hk);
     const T* v_head = vg + operand_offset(p.v_strides, b, s.k_row0, 0, hk);
     // Whole tiles (every row valid, no padded columns) take the load without predicates.
-    const bool all_cols = (kLeanBlock || kLeanEnds) && kRS == kD && p.head_dim == kD;
+    const bool all_cols = kLeanBlock && kRS == kD && p.head_dim == kD;
     auto load_k = [&](int n0, int stage) {
       const int valid = len_k - n0 < kBN ? len_k - n0 : kBN;
       if constexpr (kLeanBlock && kRS == kD) {
@@ -184,7 +162,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     {
       const T* q_tile = qg + operand_offset(p.q_strides, b, s.q_row0, m0, h);
       bool done = false;
-      if constexpr ((kLeanBlock || kLeanEnds) && kRS == kD) {
+      if constexpr (kLeanBlock && kRS == kD) {
         if (all_cols && rows == kBM) {
           load_tile_full<T, kBM, kD, kThreads, true>(sQ, q_tile, p.q_strides.row, tid);
           done = true;
@@ -340,18 +318,6 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
     __pipeline_wait_prior(0);
 
     // ---- epilogue
-    // kLeanEnds: one 64-bit base per block for out and lse, 32-bit row offsets
-    // (r < kBM; the row strides fit 32 bits whenever they are below 2^31 / kBM,
-    // which the launch checks) instead of two 64-bit offset sums per row.
-    T* o_tile = nullptr;
-    float* lse_tile = nullptr;
-    int o_row = 0, lse_row = 0;
-    if constexpr (kLeanEnds) {
-      o_tile = og + operand_offset(p.out_strides, b, s.q_row0, m0, h);
-      lse_tile = p.lse + lse_offset(p, b, s.q_row0, m0, h);
-      o_row = int(p.out_strides.row);
-      lse_row = int(p.lse_row);
-    }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt) {
       sm[mt].finish();
@@ -360,7 +326,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
         const int r = warp_row0 + mt * 16 + (lane >> 2) + half * 8;
         if (r >= rows) continue;
         const float inv = sm[mt].inv_sum(half);
-        T* orow = kLeanEnds ? o_tile + r * o_row : og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
+        T* orow = og + operand_offset(p.out_strides, b, s.q_row0, m0 + r, h);
         if (all_cols) {
 #pragma unroll
           for (int dt = 0; dt < kDT; ++dt)
@@ -375,12 +341,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocks)
                   Pair<T>::pack(O[mt][dt][2 * half] * inv, O[mt][dt][2 * half + 1] * inv);
           }
         }
-        if ((lane & 3) == 0) {
-          if constexpr (kLeanEnds)
-            lse_tile[r * lse_row] = sm[mt].lse(half);
-          else
-            p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm[mt].lse(half);
-        }
+        if ((lane & 3) == 0) p.lse[lse_offset(p, b, s.q_row0, m0 + r, h)] = sm[mt].lse(half);
       }
     }
   }

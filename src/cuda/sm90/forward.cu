@@ -16,9 +16,8 @@ namespace flashattn::detail::cuda {
 namespace sm90 {
 namespace {
 
-// kLateWait: the D = 128 A/B variant of the P.V wait (mainloop.cuh); kSplitQ: Q
-// loaded and released per consumer warpgroup (A/B switch FLASHATTN_SM90_SPLIT_Q=1).
-template <class Cfg, typename T, bool kLateWait, bool kSplitQ = false>
+// kLateWait: the D = 128 A/B variant of the P.V wait (mainloop.cuh).
+template <class Cfg, typename T, bool kLateWait>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_constant__ KernelArgs a) {
   extern __shared__ unsigned char smem_raw[];
   SmemLayout<Cfg> sm(smem_raw);
@@ -32,25 +31,16 @@ __global__ void __launch_bounds__(Cfg::kThreads, 1) forward_kernel(const __grid_
       ::cuda::ptx::mbarrier_init(&sm.k_empty[s], 128 * Cfg::kConsumerWarpgroups);
       ::cuda::ptx::mbarrier_init(&sm.v_empty[s], 128 * Cfg::kConsumerWarpgroups);
     }
-    if constexpr (kSplitQ)
-      for (int w = 0; w < Cfg::kConsumerWarpgroups; ++w) {
-        ::cuda::ptx::mbarrier_init(sm.q_full_of(w), 1);
-        ::cuda::ptx::mbarrier_init(sm.q_empty_of(w), 128);  // that warpgroup's threads
-      }
     // Make the initialized barriers visible to the copy engine (async proxy).
     ::cuda::ptx::fence_mbarrier_init(::cuda::ptx::sem_release, ::cuda::ptx::scope_cluster);
   }
   __syncthreads();
   if (wg == 0) {
-    // Split Q: the producer keeps Q's coordinates live past the first K/V block;
-    // at 24 registers that spilled (D = 64: 16 bytes, D = 256: 4). 32 still fits
-    // the file beside the consumers' budgets (128 * 32 + 256 * 240 = 128 * 32 +
-    // 384 * 160 = 65536).
-    setmaxnreg_dec<kSplitQ ? 32 : Cfg::kProducerRegs>();
-    if (threadIdx.x == 0) producer_loop<Cfg, kSplitQ>(a, sm);
+    setmaxnreg_dec<Cfg::kProducerRegs>();
+    if (threadIdx.x == 0) producer_loop<Cfg>(a, sm);
   } else {
     setmaxnreg_inc<Cfg::kConsumerRegs>();
-    consumer_loop<Cfg, T, kLateWait, kSplitQ>(a, sm, wg - 1);
+    consumer_loop<Cfg, T, kLateWait>(a, sm, wg - 1);
   }
 }
 
@@ -64,8 +54,7 @@ int sm_count() {
 // A/B switches for the benchmark, read once: FLASHATTN_SM90_ORDER=0..3 forces a
 // tile order (scheduler.cuh), FLASHATTN_SM90_DEFER_EPILOGUE=0 stores each tile's O
 // right away, FLASHATTN_SM90_LATE_WAIT=0 puts D = 128's P.V wait back before
-// the softmax (mainloop.cuh), FLASHATTN_SM90_SPLIT_Q=1 loads and releases Q per
-// consumer warpgroup (mainloop.cuh; the candidate for short sequences).
+// the softmax (mainloop.cuh).
 int env_int(const char* name, int fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::atoi(v) : fallback;
@@ -91,11 +80,10 @@ void launch(const ForwardParams& p) {
   const bool varlen = p.cu_seqlens_q != nullptr;
   KernelArgs a{};
   a.p = p;
-  static const bool split_q = env_int("FLASHATTN_SM90_SPLIT_Q", 0) != 0;
   const std::uint64_t nb = varlen ? 1 : std::uint64_t(p.batch);
   a.tq = make_tensor_map(p.dtype, {p.q, D, std::uint64_t(varlen ? p.total_q : p.seqlen_q), std::uint64_t(p.heads_q),
                                    nb, std::uint64_t(p.q_strides.row), std::uint64_t(p.q_strides.head),
-                                   std::uint64_t(p.q_strides.batch), split_q ? 64u : Cfg::kBlockM});
+                                   std::uint64_t(p.q_strides.batch), Cfg::kBlockM});
   const std::uint64_t krows = std::uint64_t(varlen ? p.total_k : p.seqlen_k);
   a.tk = make_tensor_map(p.dtype, {p.k, D, krows, std::uint64_t(p.heads_kv), nb, std::uint64_t(p.k_strides.row),
                                    std::uint64_t(p.k_strides.head), std::uint64_t(p.k_strides.batch), Cfg::kBlockN});
@@ -126,9 +114,6 @@ void launch(const ForwardParams& p) {
   auto kernel = forward_kernel<Cfg, T, false>;
   if constexpr (D == 128)
     if (late) kernel = forward_kernel<Cfg, T, true>;
-  // Split Q: with D = 128's default (late) wait; FLASHATTN_SM90_LATE_WAIT is not
-  // combined with it (one more instantiation each for the A/B run only).
-  if (split_q) kernel = forward_kernel<Cfg, T, D == 128, true>;
   FA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
   kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream_of(p)>>>(a);
   FA_CUDA_CHECK_LAUNCH();

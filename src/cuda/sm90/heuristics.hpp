@@ -54,10 +54,7 @@ struct TileConfig {
   static constexpr int kKVBytes = kBlockN * D * 2;  // one K or one V stage
   static constexpr int kQChunkBytes = kBlockM * 128;
   static constexpr int kKVChunkBytes = kBlockN * 128;
-  // Q full/empty, K/V full/empty per stage, then one Q full/empty pair per consumer
-  // warpgroup for the split-Q variant (mainloop.cuh; last, so the others keep
-  // their offsets).
-  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages + 2 * kConsumerWarpgroups);
+  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
   // 1024 bytes of slack to align the ring to the swizzle atom.
   static constexpr int kSmemBytes = 1024 + kQBytes + 2 * kStages * kKVBytes + kBarrierBytes;
   static_assert(kSmemBytes <= 227 * 1024, "shared memory per block on sm_90");

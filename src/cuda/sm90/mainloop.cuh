@@ -42,9 +42,6 @@ struct SmemLayout {
   std::uint64_t* v_full;    // [kStages]
   std::uint64_t* k_empty;   // [kStages]: K of the stage read by every consumer
   std::uint64_t* v_empty;   // [kStages]: V likewise (K is released a GEMM earlier)
-  // Split Q (kSplitQ): [kConsumerWarpgroups] full, then [kConsumerWarpgroups]
-  // empty barriers, one pair per warpgroup's 64 rows of Q.
-  std::uint64_t* q_split;
 
   __device__ __forceinline__ explicit SmemLayout(unsigned char* raw) {
     const std::uintptr_t base = (reinterpret_cast<std::uintptr_t>(raw) + 1023) & ~std::uintptr_t(1023);
@@ -56,23 +53,14 @@ struct SmemLayout {
     v_full = k_full + Cfg::kStages;
     k_empty = v_full + Cfg::kStages;
     v_empty = k_empty + Cfg::kStages;
-    q_split = v_empty + Cfg::kStages;
   }
-  __device__ __forceinline__ std::uint64_t* q_full_of(int w) const { return q_split + w; }
-  __device__ __forceinline__ std::uint64_t* q_empty_of(int w) const { return q_split + Cfg::kConsumerWarpgroups + w; }
   __device__ __forceinline__ unsigned char* k(int s) const { return q + Cfg::kQBytes + s * Cfg::kKVBytes; }
   __device__ __forceinline__ unsigned char* v(int s) const {
     return q + Cfg::kQBytes + (Cfg::kStages + s) * Cfg::kKVBytes;
   }
 };
 
-// kSplitQ (A/B switch FLASHATTN_SM90_SPLIT_Q=1): Q is loaded as one 64-row part
-// per consumer warpgroup, each with its own full/empty barrier pair. Warpgroup 0's
-// part is then released at its own last S (not the last warpgroup's, a ping-pong
-// turn later) and loaded first, followed by the tile's first K/V block and only
-// then the other parts: the warpgroup that opens the next tile no longer waits on
-// the whole Q being freed and reloaded (docs/perf/cuda_sm90.md, "v11 candidate").
-template <class Cfg, bool kSplitQ = false>
+template <class Cfg>
 __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN;
   const ForwardParams& p = a.p;
@@ -84,38 +72,13 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
     const BlockInfo<BM, BN> info(p, c);
     if (!info.valid) continue;
     const int tb = varlen ? 0 : c.batch;  // tensor-map batch coordinate
-    // Split Q's first row (set in its branch so that the default's code stays as it was).
-    [[maybe_unused]] int q_row_split = 0;
-    // One warpgroup's 64 rows of Q (split Q; the tensor map's box is 64 rows).
-    auto load_q_part = [&](int w) {
-      const int q_row = q_row_split;
-      if (tile_iter > 0) mbar_wait(sm.q_empty_of(w), (tile_iter - 1) & 1);
-      mbar_expect_tx(sm.q_full_of(w), Cfg::kQBytes / Cfg::kConsumerWarpgroups);
+    if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
+    mbar_expect_tx(sm.q_full, Cfg::kQBytes);
+    const int q_row = int(info.seq.q_row0 + info.m0);
 #pragma unroll
-      for (int ch = 0; ch < Cfg::kChunks; ++ch)
-        tma_load(sm.q + ch * Cfg::kQChunkBytes + w * 64 * 128, &a.tq, ch * 64, q_row + 64 * w, c.head, tb,
-                 sm.q_full_of(w));
-    };
-    // D = 256: all parts before the first K/V block (the later placement spilled
-    // 4 bytes there).
-    constexpr bool kQAfterKV = Cfg::kHeadDim <= 128;
-    if constexpr (kSplitQ) {
-      q_row_split = int(info.seq.q_row0 + info.m0);
-      load_q_part(0);
-      if constexpr (!kQAfterKV)
-        for (int w = 1; w < Cfg::kConsumerWarpgroups; ++w) load_q_part(w);
-    } else {
-      if (tile_iter > 0) mbar_wait(sm.q_empty, (tile_iter - 1) & 1);
-      mbar_expect_tx(sm.q_full, Cfg::kQBytes);
-      const int q_row = int(info.seq.q_row0 + info.m0);
-#pragma unroll
-      for (int ch = 0; ch < Cfg::kChunks; ++ch)
-        tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
-    }
+    for (int ch = 0; ch < Cfg::kChunks; ++ch)
+      tma_load(sm.q + ch * Cfg::kQChunkBytes, &a.tq, ch * 64, q_row, c.head, tb, sm.q_full);
     const int hk = kv_head(p, c.head);
-    if constexpr (kSplitQ && kQAfterKV)
-      if (info.n_hi <= info.n_lo)  // no key block: the other parts right away
-        for (int w = 1; w < Cfg::kConsumerWarpgroups; ++w) load_q_part(w);
     for (int n = info.n_hi - 1; n >= info.n_lo; --n, ++kv_iter) {
       const int s = kv_iter % Cfg::kStages;
       const std::uint32_t phase = (kv_iter / Cfg::kStages) & 1;
@@ -130,11 +93,6 @@ __device__ __forceinline__ void producer_loop(const KernelArgs& a, SmemLayout<Cf
 #pragma unroll
       for (int ch = 0; ch < Cfg::kChunks; ++ch)
         tma_load(sm.v(s) + ch * Cfg::kKVChunkBytes, &a.tv, ch * 64, k_row, hk, tb, &sm.v_full[s]);
-      // Split Q: the later warpgroups' parts after the first K/V block, which
-      // warpgroup 0 needs first.
-      if constexpr (kSplitQ && kQAfterKV)
-        if (n == info.n_hi - 1)
-          for (int w = 1; w < Cfg::kConsumerWarpgroups; ++w) load_q_part(w);
     }
     ++tile_iter;
   }
@@ -173,8 +131,7 @@ __device__ __forceinline__ void zero_v_tail(unsigned char* v, int valid_rows) {
 // kLateWait (D = 128's default; A/B switch FLASHATTN_SM90_LATE_WAIT=0): the P.V
 // wait of the overlapped loop is placed after the softmax's exponentials (see
 // there). Instantiated at D = 128 only: at D = 64 it measured 3% slower (run F8).
-// kSplitQ: this warpgroup waits for and releases only its own 64 rows of Q.
-template <class Cfg, typename T, bool kLateWait = false, bool kSplitQ = false>
+template <class Cfg, typename T, bool kLateWait = false>
 __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cfg>& sm, int wg) {
   constexpr int BM = Cfg::kBlockM, BN = Cfg::kBlockN, D = Cfg::kHeadDim;
   using GemmS = Wgmma<BN, T>;
@@ -188,22 +145,6 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
   std::uint32_t pa[BN / 16][4];
   OnlineSoftmax<BN, Cfg::kLazyRescale> softmax;
   int tile_iter = 0, kv_iter = 0;
-  // This warpgroup's Q barriers (split Q). Their wait is mbar_wait_uniform: with
-  // the plain spin loop on a wg-dependent address ptxas took the loop's exit as
-  // divergent, serialized the wgmmas (C7518, D = 128) and spilled 130-200 bytes
-  // (D = 64, 256).
-  auto q_full = [&] {
-    if constexpr (kSplitQ)
-      return sm.q_full_of(wg);
-    else
-      return sm.q_full;
-  };
-  auto q_empty = [&] {
-    if constexpr (kSplitQ)
-      return sm.q_empty_of(wg);
-    else
-      return sm.q_empty;
-  };
 
   // Q of this warpgroup: rows 64*wg.. of each 64-column chunk.
   const unsigned char* q_wg = sm.q + wg * 64 * 128;
@@ -323,10 +264,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
     }
     auto needs_mask = [&](int n) { return n * BN < full_lo || n * BN + BN > full_hi; };
     if constexpr (!Cfg::kDeferEpilogue) start_tile();
-    if constexpr (kSplitQ)
-      mbar_wait_uniform(q_full(), tile_iter & 1);
-    else
-      mbar_wait(q_full(), tile_iter & 1);
+    mbar_wait(sm.q_full, tile_iter & 1);
     auto v_ready = [&](int st, int n) {
       mbar_wait(&sm.v_full[st], (kv_iter / Cfg::kStages) & 1);
       const int tail = len_k - n * BN;
@@ -350,7 +288,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       mbar_arrive(&sm.k_empty[st]);
       // Q is free once the tile's last S is in: the producer can bring the next
       // tile's Q during this tile's last softmax, P.V and epilogue.
-      if (n == n_lo) mbar_arrive(q_empty());
+      if (n == n_lo) mbar_arrive(sm.q_empty);
       float corr[2];
       softmax.step(s, a.sm, needs_mask(n), n * BN, kb, ke, corr);
       to_p();
@@ -367,7 +305,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           wgmma_wait<1>();  // S(n-1) is in; P(n).V(n) may still run
           fence_s();
           mbar_arrive(&sm.k_empty[st_next]);  // the producer may refill K right away
-          if (n - 1 == n_lo) mbar_arrive(q_empty());
+          if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
           if constexpr (kLateWait) {
             // The P.V wait after a branch: ptxas hoists a wgmma wait to the top of
@@ -414,7 +352,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
           fence_o();
           mbar_arrive(&sm.k_empty[st_next]);
           mbar_arrive(&sm.v_empty[st]);
-          if (n - 1 == n_lo) mbar_arrive(q_empty());
+          if (n - 1 == n_lo) mbar_arrive(sm.q_empty);
           softmax.step(s, a.sm, needs_mask(n - 1), (n - 1) * BN, kb, ke, corr);
         }
         // Most blocks change no row's max (lazy rescaling): skip the D/2 multiplies
@@ -438,7 +376,7 @@ __device__ __forceinline__ void consumer_loop(const KernelArgs& a, SmemLayout<Cf
       ++kv_iter;
     }
     if (n_hi <= n_lo) {  // no key block: Q was never read; O = 0, lse = -inf
-      mbar_arrive(q_empty());
+      mbar_arrive(sm.q_empty);
       if constexpr (Cfg::kDeferEpilogue) {
         flush();
         start_tile();

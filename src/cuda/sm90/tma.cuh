@@ -99,15 +99,6 @@ __device__ __forceinline__ void mbar_wait(std::uint64_t* bar, std::uint32_t pari
   }
 }
 
-// The same wait on a barrier whose address depends on the thread index (one per
-// warpgroup): ptxas then takes the spin loop's exit as divergent, serializes every
-// wgmma of the kernel (C7518) and spills; a warp vote on the result makes the exit
-// warp-uniform (all lanes poll the same barrier, so the vote changes nothing).
-__device__ __forceinline__ void mbar_wait_uniform(std::uint64_t* bar, std::uint32_t parity) {
-  while (!__all_sync(0xffffffffu, ::cuda::ptx::mbarrier_try_wait_parity(bar, parity))) {
-  }
-}
-
 __device__ __forceinline__ void mbar_expect_tx(std::uint64_t* bar, std::uint32_t bytes) {
   ::cuda::ptx::mbarrier_arrive_expect_tx(::cuda::ptx::sem_release, ::cuda::ptx::scope_cta, ::cuda::ptx::space_shared,
                                          bar, bytes);
