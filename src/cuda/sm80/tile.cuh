@@ -77,11 +77,13 @@ struct LaneOffsets {
 // head_dim are zero-filled (no global read), so padded head dims and ragged
 // tails contribute exact zeros. kFewRows opts in to the path for fewer than 8
 // rows per step (the forward's 4-warp head-dim-256 tiles); other callers keep
-// the generic path there, and with it their measured code.
-template <typename T, int kRows, int kD, int kThreads, bool kFewRows = false>
+// the generic path there, and with it their measured code. kWhole: every row
+// valid and head_dim == kD == kRS (load_tile_full below).
+template <typename T, int kRows, int kD, int kThreads, bool kFewRows = false, bool kWhole = false>
 __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t row_stride, int rows_valid,
                                           int head_dim, int tid) {
   constexpr int kRS = (kD + 63) / 64 * 64;
+  static_assert(!kWhole || kRS == kD, "whole 128-byte lines only");
   // Chunks per row as loaded: 96 loads 16 (the last 4 zero-filled into the
   // row's padding) so that a thread keeps one column for all its rows.
   constexpr int kCh = kRS == 128 && kD == 96 ? 16 : kD / 8;
@@ -95,7 +97,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t 
     T* dst = smem + swizzle<kRS>(r0, c);
 #pragma unroll
     for (int it = 0; it < kRows / kStep; ++it) {
-      const bool ok = col_ok && r0 + it * kStep < rows_valid;
+      const bool ok = kWhole || (col_ok && r0 + it * kStep < rows_valid);
       __pipeline_memcpy_async(dst + it * kStep * kRS, ok ? src : gbase, 16, ok ? 0 : 16);
       src += kStep * row_stride;
     }
@@ -113,7 +115,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t 
     for (int u = 0; u < kPer; ++u) dst[u] = swizzle<kRS>(r0 + u * kStep, c);
 #pragma unroll
     for (int it = 0; it < kRows / kStep; ++it) {
-      const bool ok = col_ok && r0 + it * kStep < rows_valid;
+      const bool ok = kWhole || (col_ok && r0 + it * kStep < rows_valid);
       __pipeline_memcpy_async(smem + dst[it % kPer] + (it / kPer) * 8 * kRS, ok ? src : gbase, 16, ok ? 0 : 16);
       src += kStep * row_stride;
     }
@@ -135,35 +137,7 @@ __device__ __forceinline__ void load_tile(T* smem, const T* gbase, std::int64_t 
 // instructions per cp.async, in every key tile and prologue).
 template <typename T, int kRows, int kD, int kThreads, bool kFewRows = false>
 __device__ __forceinline__ void load_tile_full(T* smem, const T* gbase, std::int64_t row_stride, int tid) {
-  constexpr int kRS = (kD + 63) / 64 * 64;
-  static_assert(kRS == kD, "whole 128-byte lines only");
-  constexpr int kCh = kD / 8;
-  if constexpr (kThreads % kCh == 0 && (kThreads / kCh) % 8 == 0 && kRows % (kThreads / kCh) == 0) {
-    constexpr int kStep = kThreads / kCh;
-    const int r0 = tid / kCh, c = tid % kCh;
-    const T* src = gbase + r0 * row_stride + c * 8;
-    T* dst = smem + swizzle<kRS>(r0, c);
-#pragma unroll
-    for (int it = 0; it < kRows / kStep; ++it) {
-      __pipeline_memcpy_async(dst + it * kStep * kRS, src, 16);
-      src += kStep * row_stride;
-    }
-  } else if constexpr (kFewRows && kThreads % kCh == 0 && 8 % (kThreads / kCh) == 0 && kRows % 8 == 0) {
-    constexpr int kStep = kThreads / kCh;
-    constexpr int kPer = 8 / kStep;
-    const int r0 = tid / kCh, c = tid % kCh;
-    const T* src = gbase + r0 * row_stride + c * 8;
-    int dst[kPer];
-#pragma unroll
-    for (int u = 0; u < kPer; ++u) dst[u] = swizzle<kRS>(r0 + u * kStep, c);
-#pragma unroll
-    for (int it = 0; it < kRows / kStep; ++it) {
-      __pipeline_memcpy_async(smem + dst[it % kPer] + (it / kPer) * 8 * kRS, src, 16);
-      src += kStep * row_stride;
-    }
-  } else {
-    load_tile<T, kRows, kD, kThreads, kFewRows>(smem, gbase, row_stride, kRows, kD, tid);
-  }
+  load_tile<T, kRows, kD, kThreads, kFewRows, true>(smem, gbase, row_stride, kRows, kD, tid);
 }
 
 }  // namespace flashattn::detail::cuda::sm80
