@@ -4,6 +4,7 @@
 #   2. it uses no local memory (STACK:0 LOCAL:0 in cuobjdump -res-usage: no spills);
 #   2b. in the late-P.V-wait instantiations, the wait comes after the softmax's
 #       exponentials (ptxas hoists waits; mainloop.cuh kLateWait);
+#   2c. the setmaxnreg budgets (producer + consumers) fit the CTA's register pool;
 #   3. with nvcc given, ptxas -v on src/cuda/sm90/forward.cu reports 0 spill bytes.
 # Usage: check_sass.sh <libflashattn.so|forward.cu.o> [nvcc] [source root]
 # Exit 77 (CTest SKIP_RETURN_CODE) when cuobjdump (with its nvdisasm) is not found:
@@ -69,6 +70,25 @@ done <<<"$late"
 usage=$("$cuobjdump" -res-usage "$target")
 bad=$(awk '/Function /{name=$2} /REG:/{if (name ~ /4sm90/ && name ~ /forward_kernel/ && ($0 !~ /STACK:0 / || $0 !~ /LOCAL:0 /)) print name, $0}' <<<"$usage")
 if [[ -n $bad ]]; then echo "FAIL: sm90 kernel uses local memory (spills?):"; echo "$bad"; fail=1; else echo "ok: no stack or local memory in the sm90 kernels"; fi
+
+# setmaxnreg moves registers inside the CTA's pool (REG x threads, as launched): the
+# producer's release (USETMAXREG.DEALLOC) plus every consumer warpgroup's claim
+# (TRY_ALLOC, retried until it succeeds) must fit it, or the claim spins forever
+# (v11 split Q: 128 x 32 + 256 x 240 = 65536 > 384 x 168). Threads from the tile
+# config: TileConfig<64, 3> runs 4 warpgroups, the others 3.
+regs=$(awk '/Function /{name=$2; sub(/:$/, "", name)} /REG:/{if (name ~ /4sm90/ && name ~ /forward_kernel/) {split($1, r, ":"); print name, r[2]}}' <<<"$usage")
+nreg=$(awk '/Function : /{name=$3} name ~ /4sm90/ && name ~ /forward_kernel/ && /USETMAXREG.DEALLOC/{d[name]=$NF}
+  name ~ /4sm90/ && name ~ /forward_kernel/ && /USETMAXREG.TRY_ALLOC/{a[name]=$NF}
+  END{for (k in d) print k, d[k], (k in a) ? a[k] : 0}' <<<"$(sed 's|/\*[^*]*\*/||g; s/ *;//' <<<"$sass")")
+while read -r name dealloc alloc; do
+  [[ -z $name ]] && continue
+  reg=$(awk -v n="$name" '$1 == n {print $2}' <<<"$regs")
+  wgs=3; [[ $name == *TileConfigILi64ELi3E* ]] && wgs=4
+  dealloc=$((dealloc)); alloc=$((alloc))
+  need=$(( 128 * dealloc + 128 * (wgs - 1) * alloc )); pool=$(( ${reg:-0} * 128 * wgs ))
+  if (( alloc == 0 || need > pool )); then echo "FAIL: setmaxnreg $dealloc + $((wgs - 1)) x $alloc needs $need registers, pool $pool in $name"; fail=1
+  else echo "ok: setmaxnreg $dealloc + $((wgs - 1)) x $alloc = $need <= pool $pool in $name"; fi
+done <<<"$nreg"
 
 if [[ -n $nvcc ]]; then
   log=$("$nvcc" -std=c++17 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -Xptxas -v \
