@@ -8,8 +8,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 
 #include "cuda/common.cuh"
 #include "cuda/families.hpp"
@@ -142,8 +140,9 @@ void finish_vec(const BackwardParams& p, const bwd::Scratch& s) {
   }
 }
 
-template <int D, typename T, bool kSoftcap, bool kDq, DqMode Mode>
+template <int D, typename T, bool kSoftcap, bool kDq>
 void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
+  constexpr DqMode Mode = default_dq_mode(D);
   using Cfg = BwdConfig<D, Mode>;
   const bool varlen = p.cu_seqlens_q != nullptr;
   const std::int64_t nkb = (p.seqlen_k + Cfg::kBlockN - 1) / Cfg::kBlockN;
@@ -181,30 +180,12 @@ void launch_kernel(const BackwardParams& p, const bwd::Scratch& sc) {
   FA_CUDA_CHECK_LAUNCH();
 }
 
-template <int D, typename T, bool kSoftcap, DqMode Mode>
+template <int D, typename T, bool kSoftcap>
 void launch_dq(const BackwardParams& p, const bwd::Scratch& sc) {
   if (sc.dq_acc != nullptr)
-    launch_kernel<D, T, kSoftcap, true, Mode>(p, sc);
+    launch_kernel<D, T, kSoftcap, true>(p, sc);
   else
-    launch_kernel<D, T, kSoftcap, false, Mode>(p, sc);
-}
-
-// FLASHATTN_SM90_BWD_D256=recompute: D = 256 with each warpgroup scoring the whole
-// tile itself (col_halves, 7/5 of the FLOPs) instead of query_halves (A/B switch).
-bool d256_recompute() {
-  static const bool on = [] {
-    const char* e = std::getenv("FLASHATTN_SM90_BWD_D256");
-    return e != nullptr && std::strcmp(e, "recompute") == 0;
-  }();
-  return on;
-}
-
-template <int D, typename T, bool kSoftcap>
-void launch_mode(const BackwardParams& p, const bwd::Scratch& sc) {
-  if constexpr (D == 256) {
-    if (d256_recompute()) return launch_dq<D, T, kSoftcap, DqMode::col_halves>(p, sc);
-  }
-  launch_dq<D, T, kSoftcap, default_dq_mode(D)>(p, sc);
+    launch_kernel<D, T, kSoftcap, false>(p, sc);
 }
 
 template <typename T>
@@ -212,11 +193,11 @@ void launch_dtype(const BackwardParams& p, const bwd::Scratch& sc) {
   const bool cap = p.softcap > 0.0f;
   const int d = bucket(p.head_dim);
   if (d == 64)
-    cap ? launch_mode<64, T, true>(p, sc) : launch_mode<64, T, false>(p, sc);
+    cap ? launch_dq<64, T, true>(p, sc) : launch_dq<64, T, false>(p, sc);
   else if (d == 128)
-    cap ? launch_mode<128, T, true>(p, sc) : launch_mode<128, T, false>(p, sc);
+    cap ? launch_dq<128, T, true>(p, sc) : launch_dq<128, T, false>(p, sc);
   else
-    cap ? launch_mode<256, T, true>(p, sc) : launch_mode<256, T, false>(p, sc);
+    cap ? launch_dq<256, T, true>(p, sc) : launch_dq<256, T, false>(p, sc);
 }
 
 }  // namespace

@@ -14,14 +14,9 @@
 //                                         warpgroups share it: DqMode), staged in
 //                                         shared memory and added to the fp32
 //                                         accumulator by cp.reduce.async.bulk.tensor.
-// D = 256 (DqMode::col_halves, behind FLASHATTN_SM90_BWD_D256=recompute; the default
-// query_halves is bwd_consumer_qh below): 64 keys per CTA, both consumer warpgroups own the same
-// 64 keys and warpgroup w columns 128w..128w+127 of dK, dV and dQ (dK + dV of all 256
-// columns would be 256 fp32 registers a thread). Each warpgroup computes S^T and dP^T
-// over all 256 columns itself (7/5 of the useful FLOPs, as the sm80 column split) and
-// keeps its own dS^T buffer, so the warpgroups never wait for each other; dQ goes out
-// by float2 reductions from registers (no shared memory left for a staging tile:
-// K, V 32 KB each + two Q/dO stages 128 KB + dS^T 2 x 8 KB = 208 KB).
+// D = 256 (DqMode::query_halves, bwd_consumer_qh below): 64 keys per CTA, both
+// consumer warpgroups own the same 64 keys and warpgroup w columns 128w..128w+127 of
+// dK, dV and dQ (dK + dV of all 256 columns would be 256 fp32 registers a thread).
 #pragma once
 #include <cuda.h>
 
@@ -44,11 +39,12 @@ namespace flashattn::detail::cuda::sm90 {
 // Measured and dropped (docs/perf/cuda_backward.md v2, v4): at D = 64 each
 // warpgroup reducing the partial over its own 64 keys, with no barrier between the
 // warpgroups: 13-19% slower with REDs, 5-7% slower with the copy-engine reduce.
-//   col_halves (D = 256): see the header; each warpgroup S^T/dP^T over the whole tile;
-//   query_halves (D = 256, default): as col_halves, but warpgroup w computes S^T,
-//     dP^T, P^T and dS^T of queries 32w..32w+31 only and both exchange P^T and dS^T
-//     through shared memory (no recomputed FLOPs; dV/dK read A from shared memory).
-enum class DqMode { split_cols, alternate, col_halves, query_halves };
+//   query_halves (D = 256): warpgroup w computes S^T, dP^T, P^T and dS^T of queries
+//     32w..32w+31 only and both exchange P^T and dS^T through shared memory, then
+//     accumulate their own 128 columns (no recomputed FLOPs; dV/dK read A from shared
+//     memory). Measured and dropped (v1, docs/perf/cuda_backward.md): each warpgroup
+//     computing S^T/dP^T over the whole tile itself (col_halves, 7/5 of the FLOPs).
+enum class DqMode { split_cols, alternate, query_halves };
 
 constexpr DqMode default_dq_mode(int D) {
   return D == 256 ? DqMode::query_halves : (D == 128 ? DqMode::split_cols : DqMode::alternate);
@@ -58,15 +54,14 @@ template <int D, DqMode Mode = default_dq_mode(D)>
 struct BwdConfig {
   static_assert(D == 64 || D == 128 || D == 256, "backward head-dim buckets");
   static_assert((D == 128) == (Mode == DqMode::split_cols), "split_cols needs two 64-column halves");
-  static_assert((D == 256) == (Mode == DqMode::col_halves || Mode == DqMode::query_halves), "the D = 256 layouts");
+  static_assert((D == 256) == (Mode == DqMode::query_halves), "the D = 256 layout");
   static constexpr DqMode kDqMode = Mode;
   static constexpr int kHeadDim = D;
-  static constexpr bool kColHalves = Mode == DqMode::col_halves || Mode == DqMode::query_halves;
   static constexpr bool kQueryHalves = Mode == DqMode::query_halves;
   // Columns of dK/dV a warpgroup accumulates (wgmma N of dV/dK) and its first one.
-  static constexpr int kAccCols = kColHalves ? D / 2 : D;
+  static constexpr int kAccCols = kQueryHalves ? D / 2 : D;
   // keys per CTA: wgmma M = 64 per consumer warpgroup (D = 256: the same 64 for both)
-  static constexpr int kBlockN = kColHalves ? 64 : 128;
+  static constexpr int kBlockN = kQueryHalves ? 64 : 128;
   static constexpr int kBlockM = 64;   // queries per tile: wgmma N of S^T/dP^T, K of dV/dK
   static constexpr int kStages = 2;    // Q/dO/lse/D ring: the next tile lands during this one
   static constexpr int kChunks = D / 64;  // 128-byte swizzle: one TMA box per 64 columns
@@ -92,7 +87,7 @@ struct BwdConfig {
   static constexpr int kOffQ = kOffV + kKVBytes;
   static constexpr int kOffDO = kOffQ + kStages * kQBytes;
   static constexpr int kOffDS = kOffDO + kStages * kQBytes;  // two buffers
-  static constexpr int kDQBytes = kColHalves ? 0 : kBlockM * 64 * 4;  // a warpgroup's fp32 dQ tile for the TMA reduce
+  static constexpr int kDQBytes = kQueryHalves ? 0 : kBlockM * 64 * 4;  // a warpgroup's fp32 dQ tile for the TMA reduce
   static constexpr int kOffP = kOffDS + 2 * kDSBytes;  // query_halves: P^T, two buffers
   static constexpr int kOffDQ = kOffP + (kQueryHalves ? 2 * kDSBytes : 0);  // one per consumer warpgroup
   static constexpr int kOffLse = kOffDQ + 2 * kDQBytes;
@@ -252,7 +247,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   constexpr int D = Cfg::kHeadDim;
   using GemmS = Wgmma<64, T>;  // S^T, dP^T, dQ: N = 64
   constexpr int NC = Cfg::kAccCols;
-  constexpr bool kHalves = Cfg::kColHalves;
+  static_assert(!Cfg::kQueryHalves, "D = 256 runs bwd_consumer_qh");
   using GemmKV = Wgmma<NC, T>;  // dK, dV: N = the warpgroup's columns
   const BackwardParams& p = a.p;
   const bool varlen = p.cu_seqlens_q != nullptr;
@@ -264,15 +259,13 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
   float dk[NC / 2], dv[NC / 2];
 #pragma unroll
   for (int i = 0; i < NC / 2; ++i) dk[i] = dv[i] = 0.0f;
-  // First 64-column chunk of this warpgroup's dK/dV/dQ columns.
-  const int chunk0 = kHalves ? 2 * w : 0;
 
   // This thread's two keys (accumulator rows h = 0, 1) within the block, and the
   // queries that see each: [qa, qb) (mask.hpp solved for i; padded keys past the
   // sequence see none). Clamped to +-2^30 (sequences are shorter than 2^29,
   // sm90_backward_unsupported): only 32-bit values stay live through the tile loop,
   // beside 2 x D/2 accumulator registers.
-  const int kr0 = (kHalves ? 0 : 64 * w) + 16 * warp + lane / 4;
+  const int kr0 = 64 * w + 16 * warp + lane / 4;
   int qa[2], qb[2];
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
@@ -288,8 +281,8 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     qb[hh] = int(u < l ? l : u);
   }
   const int len_q = int(blk.s.len_q);
-  const unsigned char* sK = sm + Cfg::kOffK + (kHalves ? 0 : w * 64 * 128);  // rows 64w.. of each chunk
-  const unsigned char* sV = sm + Cfg::kOffV + (kHalves ? 0 : w * 64 * 128);
+  const unsigned char* sK = sm + Cfg::kOffK + w * 64 * 128;  // rows 64w.. of each chunk
+  const unsigned char* sV = sm + Cfg::kOffV + w * 64 * 128;
 
   if (blk.total > 0) {
     mbar_wait(kv_full, 0);
@@ -310,7 +303,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     blk.tile(it, h, i0);
     unsigned char* sQ = sm + Cfg::kOffQ + st * Cfg::kQBytes;
     unsigned char* sDO = sm + Cfg::kOffDO + st * Cfg::kQBytes;
-    unsigned char* sDS = sm + Cfg::kOffDS + (kHalves ? w : (it & 1)) * Cfg::kDSBytes;
+    unsigned char* sDS = sm + Cfg::kOffDS + (it & 1) * Cfg::kDSBytes;
     const float* sl = reinterpret_cast<const float*>(sm + Cfg::kOffLse) + st * 64;
     const float* sd = reinterpret_cast<const float*>(sm + Cfg::kOffDsum) + st * 64;
     mbar_wait(&full[st], (it / Cfg::kStages) & 1);
@@ -413,7 +406,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
-      GemmKV::rs(dv, pa[ks], smem_desc(sDO + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024));
+      GemmKV::rs(dv, pa[ks], smem_desc(sDO + ks * 2048, Cfg::kQChunkBytes, 1024));
     wgmma_commit();
     wgmma_wait<1>();  // dP^T is in; dV may still run
 #pragma unroll
@@ -460,136 +453,82 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < 4; ++ks)
-      GemmKV::rs(dk, da[ks], smem_desc(sQ + chunk0 * Cfg::kQChunkBytes + ks * 2048, Cfg::kQChunkBytes, 1024));
+      GemmKV::rs(dk, da[ks], smem_desc(sQ + ks * 2048, Cfg::kQChunkBytes, 1024));
     wgmma_commit();
 
-    if constexpr (kHalves) {
-      // ---- dQ (64 queries x this warpgroup's 128 columns) = dS K over the block's
-      // 64 keys, in two N = 64 chunks one after the other (32 accumulator registers;
-      // reading one chunk's registers while the next one's wgmma runs would
-      // serialize every wgmma of the kernel, see v2 in the notes).
-      wgmma_wait<1>();  // dV is done (pa free); dK may still run
-      // This warpgroup's own dS^T: a 128-thread barrier publishes it.
-      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);
+    // ---- dQ = dS K over all 128 keys (see DqMode): both halves of dS^T must be
+    // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
+    // accumulators.
+    wgmma_wait<1>();
+    // The warpgroup's dQ staging buffer is refilled after the barrier below: its
+    // previous bulk reduce must have read it (long done by now: a tile ago).
+    if constexpr (kDq)
+      if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
+    consumers_publish_smem();  // both halves of dS^T
+    // A compile-time condition where possible: a wgmma issued under a run-time
+    // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
+    const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
+    float dq[32];
+    if (do_dq) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+      wgmma_fence();
+      const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
+#pragma unroll
+      for (int ks = 0; ks < 8; ++ks)
+        GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
+                     smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
+      wgmma_commit();
+    }
+    wgmma_wait<0>();
+#pragma unroll
+    for (int i = 0; i < NC / 2; ++i) {
+      fence_operand(dk[i]);
+      fence_operand(dv[i]);
+    }
+    // Q, dO, lse and D of this stage are no longer read (dK/dV/dQ are complete).
+    mbar_arrive(&empty[st]);
+    // ---- dQ into its fp32 accumulator by the copy engine: the tile to shared
+    // memory, one thread issues the bulk reductions. (v2 used 16 red.global.add.v2.f32
+    // per thread: 12-15% slower at D = 128.)
+    if (do_dq) {
+#pragma unroll
+      for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
+      // Two boxes of [64 rows][32 fp32 columns] with the 128-byte swizzle: row r at
+      // r*128, its 16-byte unit u at (u ^ r%8)*16; a float2 per (row, 8-column block)
+      // (two wavefronts per warp store, the minimum for 256 bytes).
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int r = 16 * warp + lane / 4 + 8 * hh;
+#pragma unroll
+        for (int jb = 0; jb < 8; ++jb) {
+          const int u = 2 * (jb % 4) + (lane % 4) / 2;
+          *reinterpret_cast<float2*>(sDQ + (jb / 4) * (Cfg::kDQBytes / 2) + r * 128 + ((u ^ (r & 7)) << 4) + 8 * (lane & 1)) =
+              make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]);
+        }
+      }
+      ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // generic stores -> the copy engine
       named_barrier_sync(2 + w, 128);
+      if (t == 0) {
+        // Rows past the sequence carry exact zeros (P = 0 there: lse = +inf and zeroed
+        // or zero-filled Q/dO rows), so adding them into the next sequence's rows is
+        // harmless; rows past the tensor are clipped by the copy engine, as are
+        // columns past a padded head dim.
+        const int row = int(row_base + i0);
 #pragma unroll
-      for (int cc = 0; cc < 2; ++cc) {
-        float dq[32];
-        if constexpr (kDq) {
-#pragma unroll
-          for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-          wgmma_fence();
-          const unsigned char* sKc = sm + Cfg::kOffK + (chunk0 + cc) * Cfg::kKVChunkBytes;
-#pragma unroll
-          for (int ks = 0; ks < Cfg::kBlockN / 16; ++ks)
-            GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
-                         smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
-          wgmma_commit();
+        for (int box = 0; box < 2; ++box) {
+          const std::int32_t coords[3] = {(kSplit ? 64 * w : 0) + 32 * box, h, row};
+          ::cuda::ptx::cp_reduce_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared,
+                                                   ::cuda::ptx::op_add, &a.tdq, coords,
+                                                   sDQ + box * (Cfg::kDQBytes / 2));
         }
-        wgmma_wait<0>();
-        if (cc == 0) {
-#pragma unroll
-          for (int i = 0; i < NC / 2; ++i) {
-            fence_operand(dk[i]);
-            fence_operand(dv[i]);
-          }
-          mbar_arrive(&empty[st]);  // dK/dV have read this stage's Q and dO
-        }
-        if constexpr (kDq) {
-#pragma unroll
-          for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-          // Pairs of columns straight from the accumulator (no shared memory left
-          // for a staging tile); rows past the sequence and columns past the head
-          // dim are skipped.
-          const int col0 = 64 * (chunk0 + cc) + c0;
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            const int i = i0 + 16 * warp + lane / 4 + 8 * hh;
-            if (i >= len_q) continue;
-            float* dst = a.dq_acc + ((row_base + i) * p.heads_q + h) * p.head_dim + col0;
-#pragma unroll
-            for (int jb = 0; jb < 8; ++jb)
-              if (col0 + 8 * jb < p.head_dim)
-                atomicAdd(reinterpret_cast<float2*>(dst + 8 * jb),
-                          make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]));
-          }
-        }
-      }
-    } else {
-      // ---- dQ = dS K over all 128 keys (see DqMode): both halves of dS^T must be
-      // in. dV's GEMM is done first so that its A fragments (pa) are free for dQ's
-      // accumulators.
-      wgmma_wait<1>();
-      // The warpgroup's dQ staging buffer is refilled after the barrier below: its
-      // previous bulk reduce must have read it (long done by now: a tile ago).
-      if constexpr (kDq)
-        if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group_read(::cuda::ptx::n32_t<0>{});
-      consumers_publish_smem();  // both halves of dS^T
-      // A compile-time condition where possible: a wgmma issued under a run-time
-      // branch makes ptxas serialize every wgmma of the kernel at D = 128 (C7512).
-      const bool do_dq = kDq && (Cfg::kDqMode != DqMode::alternate || (it & 1) == w);
-      float dq[32];
-      if (do_dq) {
-#pragma unroll
-        for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-        wgmma_fence();
-        const unsigned char* sKc = sm + Cfg::kOffK + (kSplit ? w * Cfg::kKVChunkBytes : 0);
-#pragma unroll
-        for (int ks = 0; ks < 8; ++ks)
-          GemmS::ss_mn(dq, smem_desc(sDS + ks * 2048, Cfg::kDSBytes, 1024),
-                       smem_desc(sKc + ks * 2048, Cfg::kKVChunkBytes, 1024), ks > 0);
-        wgmma_commit();
-      }
-      wgmma_wait<0>();
-#pragma unroll
-      for (int i = 0; i < NC / 2; ++i) {
-        fence_operand(dk[i]);
-        fence_operand(dv[i]);
-      }
-      // Q, dO, lse and D of this stage are no longer read (dK/dV/dQ are complete).
-      mbar_arrive(&empty[st]);
-      // ---- dQ into its fp32 accumulator by the copy engine: the tile to shared
-      // memory, one thread issues the bulk reductions. (v2 used 16 red.global.add.v2.f32
-      // per thread: 12-15% slower at D = 128.)
-      if (do_dq) {
-#pragma unroll
-        for (int i = 0; i < 32; ++i) fence_operand(dq[i]);
-        // Two boxes of [64 rows][32 fp32 columns] with the 128-byte swizzle: row r at
-        // r*128, its 16-byte unit u at (u ^ r%8)*16; a float2 per (row, 8-column block)
-        // (two wavefronts per warp store, the minimum for 256 bytes).
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-          const int r = 16 * warp + lane / 4 + 8 * hh;
-#pragma unroll
-          for (int jb = 0; jb < 8; ++jb) {
-            const int u = 2 * (jb % 4) + (lane % 4) / 2;
-            *reinterpret_cast<float2*>(sDQ + (jb / 4) * (Cfg::kDQBytes / 2) + r * 128 + ((u ^ (r & 7)) << 4) + 8 * (lane & 1)) =
-                make_float2(dq[4 * jb + 2 * hh], dq[4 * jb + 2 * hh + 1]);
-          }
-        }
-        ::cuda::ptx::fence_proxy_async(::cuda::ptx::space_shared);  // generic stores -> the copy engine
-        named_barrier_sync(2 + w, 128);
-        if (t == 0) {
-          // Rows past the sequence carry exact zeros (P = 0 there: lse = +inf and zeroed
-          // or zero-filled Q/dO rows), so adding them into the next sequence's rows is
-          // harmless; rows past the tensor are clipped by the copy engine, as are
-          // columns past a padded head dim.
-          const int row = int(row_base + i0);
-#pragma unroll
-          for (int box = 0; box < 2; ++box) {
-            const std::int32_t coords[3] = {(kSplit ? 64 * w : 0) + 32 * box, h, row};
-            ::cuda::ptx::cp_reduce_async_bulk_tensor(::cuda::ptx::space_global, ::cuda::ptx::space_shared,
-                                                     ::cuda::ptx::op_add, &a.tdq, coords,
-                                                     sDQ + box * (Cfg::kDQBytes / 2));
-          }
-          ::cuda::ptx::cp_async_bulk_commit_group();
-        }
+        ::cuda::ptx::cp_async_bulk_commit_group();
       }
     }
   }
   // Bulk reduces still reading this warpgroup's staging buffer (and writing dQ)
   // must finish before the CTA's shared memory goes away.
-  if constexpr (kDq && !kHalves)
+  if constexpr (kDq)
     if (t == 0) ::cuda::ptx::cp_async_bulk_wait_group(::cuda::ptx::n32_t<0>{});
 
   // ---- dK, dV of this warpgroup's keys: pairs of columns per lane.
@@ -603,7 +542,7 @@ __device__ __forceinline__ void bwd_consumer(const BwdArgs& a, const BwdBlock& b
     T* dvr = dvg + operand_offset(p.dv_strides, blk.b, blk.s.k_row0, blk.j0 + kr, blk.hk);
 #pragma unroll
     for (int jb = 0; jb < NC / 8; ++jb) {
-      const int c = 64 * chunk0 + 8 * jb + 2 * (lane % 4);
+      const int c = 8 * jb + 2 * (lane % 4);
       if (c < p.head_dim) {
         *reinterpret_cast<std::uint32_t*>(dkr + c) = pack2<T>(dk[4 * jb + 2 * hh], dk[4 * jb + 2 * hh + 1]);
         *reinterpret_cast<std::uint32_t*>(dvr + c) = pack2<T>(dv[4 * jb + 2 * hh], dv[4 * jb + 2 * hh + 1]);
